@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/config"
+	"github.com/berth-dev/berth/cri"
+	"github.com/berth-dev/berth/version"
+)
+
+// serve wires the core together and serves the CRI until ctx is cancelled.
+func serve(ctx context.Context, cfg config.Config) error {
+	for _, dir := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		// MkdirAll keeps the mode of an existing dir; tighten it.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("chmod %s: %w", dir, err)
+		}
+	}
+
+	handlers := []string{""}
+	for name := range cfg.Runtime.Handlers {
+		handlers = append(handlers, name)
+	}
+	svc := cri.New(cri.Deps{RuntimeHandlers: handlers})
+
+	lis, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(cri.StreamInterceptor),
+	)
+	svc.Register(srv)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	klog.InfoS("berthd serving the CRI", "socket", cfg.Socket, "version", version.Version(), "root", cfg.Root, "state", cfg.State)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	klog.InfoS("berthd shutting down; containers keep running")
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		srv.Stop()
+	}
+	return nil
+}
+
+// listen opens the CRI socket: 0660, owned by root. A stale socket file is
+// replaced; a socket that a live berthd still answers on is an error.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		conn, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil, fmt.Errorf("socket %s is served by a running berthd", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOTSOCK) {
+			return nil, fmt.Errorf("probe existing socket %s: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	// Connecting needs write permission; the umask leaves group and others
+	// without it, so nobody else can connect before the chmod below.
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chown(path, 0, 0); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("chown socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	return lis, nil
+}

@@ -1,0 +1,42 @@
+package cri
+
+import (
+	"context"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Status reports the RuntimeReady and NetworkReady conditions kubelet gates on.
+func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+	network := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
+	if s.deps.Network == nil {
+		network.Status = false
+		network.Reason = "NetworkPluginNotReady"
+		network.Message = "no CNI manager configured"
+	} else if ready, reason := s.deps.Network.Status(); !ready {
+		network.Status = false
+		network.Reason = "NetworkPluginNotReady"
+		network.Message = reason
+	}
+	resp := &runtimeapi.StatusResponse{
+		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
+			{Type: runtimeapi.RuntimeReady, Status: true},
+			network,
+		}},
+	}
+	for _, name := range s.deps.RuntimeHandlers {
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
+			Name:     name,
+			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true},
+		})
+	}
+	return resp, nil
+}
+
+// RuntimeConfig tells kubelet which cgroup driver berth uses: there is no
+// systemd here, so cgroupfs.
+func (s *Service) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
+	return &runtimeapi.RuntimeConfigResponse{
+		Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS},
+	}, nil
+}
