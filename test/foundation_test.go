@@ -159,3 +159,36 @@ func TestCLIVersionAndMissingDaemon(t *testing.T) {
 		t.Fatalf("missing daemon: err=%v\n%s", err, out)
 	}
 }
+
+func TestNetworkReadyFollowsCNIConfig(t *testing.T) {
+	d := harness.Start(t, bins, harness.Options{})
+	ctx := context.Background()
+	networkReady := func() *runtimeapi.RuntimeCondition {
+		t.Helper()
+		st, err := d.Runtime.Status(ctx, false)
+		if err != nil {
+			t.Fatalf("Status: %v", err)
+		}
+		return condition(st.Status, runtimeapi.NetworkReady)
+	}
+	if c := networkReady(); c.Status {
+		t.Fatalf("NetworkReady before any config: %+v", c)
+	}
+	out, err := exec.Command(bins.Berthd, "config", "cni-default").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(d.CNIConfDir, "10-berth.conflist")
+	if err := os.WriteFile(conf, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c := networkReady(); !c.Status {
+		t.Fatalf("NetworkReady after the default conflist appeared: %+v", c)
+	}
+	if err := os.Remove(conf); err != nil {
+		t.Fatal(err)
+	}
+	if c := networkReady(); c.Status {
+		t.Fatalf("NetworkReady after the config went: %+v", c)
+	}
+}

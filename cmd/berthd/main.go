@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/config"
 )
 
@@ -32,7 +33,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	socket := fs.String("socket", "", "CRI socket path (default from config: /run/berth/berth.sock)")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: berthd [flags]\n       berthd config default\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: berthd [flags]\n       berthd config default      print the default config\n       berthd config cni-default  print the default CNI network (bridge)\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -76,10 +77,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func configCommand(args []string, stdout, stderr io.Writer) int {
-	if len(args) != 1 || args[0] != "default" {
-		fmt.Fprintln(stderr, "usage: berthd config default")
-		return 2
+	switch {
+	case len(args) == 1 && args[0] == "default":
+		fmt.Fprint(stdout, config.DefaultTOML())
+		return 0
+	case len(args) == 1 && args[0] == "cni-default":
+		conf, err := cni.DefaultConflist(cni.DefaultNetworkName, cni.DefaultBridge, cni.DefaultSubnet, "")
+		if err != nil {
+			fmt.Fprintf(stderr, "berthd: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s\n", conf)
+		return 0
 	}
-	fmt.Fprint(stdout, config.DefaultTOML())
-	return 0
+	fmt.Fprintln(stderr, "usage: berthd config default | berthd config cni-default")
+	return 2
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/config"
 	"github.com/berth-dev/berth/cri"
 	"github.com/berth-dev/berth/version"
@@ -30,11 +31,20 @@ func serve(ctx context.Context, cfg config.Config) error {
 		}
 	}
 
+	network, err := cni.New(cni.Config{
+		ConfDir:  cfg.CNI.ConfDir,
+		BinDirs:  cfg.CNI.BinDirs,
+		CacheDir: filepath.Join(cfg.Root, "cni"),
+	})
+	if err != nil {
+		return err
+	}
+
 	handlers := []string{""}
 	for name := range cfg.Runtime.Handlers {
 		handlers = append(handlers, name)
 	}
-	svc := cri.New(cri.Deps{RuntimeHandlers: handlers})
+	svc := cri.New(cri.Deps{Network: network, RuntimeHandlers: handlers})
 
 	lis, err := listen(cfg.Socket)
 	if err != nil {
