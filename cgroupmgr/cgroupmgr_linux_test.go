@@ -636,6 +636,17 @@ func TestV2Hugetlb(t *testing.T) {
 	if _, err := os.Stat("/sys/kernel/mm/hugepages/hugepages-2048kB"); err != nil {
 		t.Skip("no 2 MiB huge pages on this machine")
 	}
+	// Create enables hugetlb in the ancestors' subtree_control, the mount's
+	// root included; put the root back as it was once the group is gone
+	// (cleanups run last-registered first, so after testRoot's Delete).
+	rootCtl := filepath.Join(m.v2mount, "cgroup.subtree_control")
+	if !slices.Contains(strings.Fields(readTrim(t, rootCtl)), "hugetlb") {
+		t.Cleanup(func() {
+			if err := os.WriteFile(rootCtl, []byte("-hugetlb"), 0); err != nil {
+				t.Errorf("restore %s: %v", rootCtl, err)
+			}
+		})
+	}
 	root := testRoot(t, m)
 	path := root + "/pod/ctr"
 	_, err := m.Create(context.Background(), path, &specs.LinuxResources{
