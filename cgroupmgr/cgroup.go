@@ -52,6 +52,15 @@ func (c *Cgroup) dir(name cgroup1.Name) string {
 	return ""
 }
 
+// unifiedDir is the cgroup's directory in the unified hierarchy (v2 and
+// hybrid hosts), else "".
+func (c *Cgroup) unifiedDir() string {
+	if c.mgr.v2mount == "" {
+		return ""
+	}
+	return filepath.Join(c.mgr.v2mount, c.path)
+}
+
 // AddProc moves process pid (all its threads) into the cgroup in every
 // hierarchy.
 func (c *Cgroup) AddProc(pid int) error {
@@ -75,6 +84,14 @@ func (c *Cgroup) AddProc(pid int) error {
 			return fmt.Errorf("cgroupmgr: add pid %d to %s: cgroup gone: %w: %w", pid, c.path, errdefs.ErrNotFound, err)
 		}
 		return fmt.Errorf("cgroupmgr: add pid %d to %s: %w", pid, c.path, err)
+	}
+	if c.mgr.mode == ModeHybrid {
+		// The mirror in the unified hierarchy; absent if another program
+		// made the cgroup, which is no reason to fail.
+		err := os.WriteFile(filepath.Join(c.unifiedDir(), "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("cgroupmgr: add pid %d to %s in the unified hierarchy: %w", pid, c.path, err)
+		}
 	}
 	return nil
 }
@@ -279,10 +296,12 @@ func (c *Cgroup) killAll(ctx context.Context) error {
 
 // killOnce sends SIGKILL to every process of the tree once.
 func (c *Cgroup) killOnce() error {
-	if c.mgr.mode == ModeV2 {
+	if d := c.unifiedDir(); d != "" {
 		// cgroup.kill (Linux 5.14) kills the whole tree atomically, forks
-		// in flight included.
-		if err := os.WriteFile(filepath.Join(c.dir(""), "cgroup.kill"), []byte("1"), 0); err == nil {
+		// in flight included. On hybrid hosts it reaches what AddProc put
+		// in the unified mirror; the v1 pass below gets anything else.
+		err := os.WriteFile(filepath.Join(d, "cgroup.kill"), []byte("1"), 0)
+		if err == nil && c.mgr.mode == ModeV2 {
 			return nil
 		}
 	}

@@ -48,9 +48,13 @@ const (
 // and is safe for concurrent use.
 type Manager struct {
 	mode string
-	// v1 only: the mounted v1 hierarchies (controllers and name=systemd).
+	// v1 and hybrid: the mounted v1 hierarchies (controllers and
+	// name=systemd).
 	v1subsystems []cgroup1.Subsystem
-	// v2 only: where the unified hierarchy is mounted.
+	// Where the unified hierarchy is mounted: on v2 the cgroups live there;
+	// on hybrid hosts it is an extra, controller-less hierarchy that berth
+	// mirrors its cgroups into (as runc does) so that /proc/<pid>/cgroup's
+	// "0::" line names the container and Delete can use cgroup.kill.
 	v2mount string
 }
 
@@ -65,7 +69,12 @@ func New() (*Manager, error) {
 		// On a hybrid host the controllers live in the v1 hierarchies; the
 		// cgroup2 mount beside them usually has no controllers worth using,
 		// so berth manages cgroups the v1 way there.
-		return newV1Manager(ModeHybrid)
+		m, err := newV1Manager(ModeHybrid)
+		if err != nil {
+			return nil, err
+		}
+		m.v2mount = hybridUnified
+		return m, nil
 	default:
 		return nil, fmt.Errorf("cgroupmgr: no cgroup filesystem mounted at %s: %w", defaultRoot, errdefs.ErrUnavailable)
 	}
@@ -135,9 +144,12 @@ func (m *Manager) dirs(path string) []string {
 	if m.mode == ModeV2 {
 		return []string{filepath.Join(m.v2mount, path)}
 	}
-	out := make([]string, 0, len(m.v1subsystems))
+	out := make([]string, 0, len(m.v1subsystems)+1)
 	for _, s := range m.v1subsystems {
 		out = append(out, v1dir(s, path))
+	}
+	if m.v2mount != "" {
+		out = append(out, filepath.Join(m.v2mount, path))
 	}
 	return out
 }
@@ -193,6 +205,11 @@ func (m *Manager) Create(ctx context.Context, path string, res *specs.LinuxResou
 		return nil, fmt.Errorf("cgroupmgr: create %s: %w", path, err)
 	}
 	c.v1 = v1
+	if m.v2mount != "" {
+		if err := os.MkdirAll(filepath.Join(m.v2mount, path), 0o755); err != nil {
+			return nil, fmt.Errorf("cgroupmgr: create %s in the unified hierarchy: %w", path, err)
+		}
+	}
 	if err := c.Update(res); err != nil {
 		return nil, err
 	}

@@ -241,6 +241,13 @@ func TestV1CreateLimitsReadBack(t *testing.T) {
 			t.Errorf("%s/cgroup.procs = %q, missing %d", ctrl, procs, p.pid())
 		}
 	}
+	if m.Mode() == ModeHybrid {
+		// The unified mirror names the container in /proc/<pid>/cgroup.
+		lines := strings.Split(readTrim(t, "/proc/"+strconv.Itoa(p.pid())+"/cgroup"), "\n")
+		if !slices.Contains(lines, "0::"+path) {
+			t.Errorf("/proc/%d/cgroup has no 0::%s line: %q", p.pid(), path, lines)
+		}
+	}
 	rc, err := m.Load(context.Background(), root)
 	if err != nil {
 		t.Fatalf("Load(root): %v", err)
