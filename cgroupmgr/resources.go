@@ -86,8 +86,22 @@ func (c *Cgroup) updateV1(res *specs.LinuxResources) error {
 	// need more care than the library gives them.
 	lib := *res
 	lib.Memory, lib.Pids, lib.Unified = nil, nil, nil
-	if err := c.v1.Update(&lib); err != nil {
-		return wrapWriteErr(c.path, err)
+	for _, s := range c.v1.Subsystems() {
+		u, ok := s.(interface {
+			Update(path string, res *specs.LinuxResources) error
+		})
+		if !ok {
+			continue
+		}
+		// The cpuset controller's Update re-reads cpus and mems of every
+		// ancestor (the costliest part of a create); the group got them
+		// when it was made, so skip it unless they change.
+		if s.Name() == cgroup1.Cpuset && (res.CPU == nil || res.CPU.Cpus == "" && res.CPU.Mems == "") {
+			continue
+		}
+		if err := u.Update(c.path, &lib); err != nil {
+			return wrapWriteErr(c.path, fmt.Errorf("%s: %w", s.Name(), err))
+		}
 	}
 	if err := c.setMemoryV1(res.Memory); err != nil {
 		return err
