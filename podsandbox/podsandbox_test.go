@@ -436,3 +436,34 @@ func TestStatusIsACopy(t *testing.T) {
 		t.Fatal("callers alias the record")
 	}
 }
+
+func TestCleanupOrphans(t *testing.T) {
+	tm := newTestManager(t, nil)
+	ctx := context.Background()
+	kept, err := tm.Run(ctx, req("kept"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := tm.Run(ctx, req("lost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// berthd died inside Run, before writing the record of "lost".
+	if err := os.Remove(tm.recordPath(lost.ID)); err != nil {
+		t.Fatal(err)
+	}
+	m := tm.reopen(t)
+	if err := m.CleanupOrphans(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	live := strings.Join(tm.f.live(), "\n")
+	if strings.Contains(live, lost.ID) {
+		t.Fatalf("orphan left:\n%s", live)
+	}
+	if !strings.Contains(live, "network "+kept.ID) || !strings.Contains(live, "monitor "+kept.ID) {
+		t.Fatalf("a recorded pod was cleaned up:\n%s", live)
+	}
+	if e := dirEntries(t, tm.cfg.StateDir); len(e) != 1 || e[0] != kept.ID {
+		t.Fatalf("state dir: %v", e)
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -134,4 +136,72 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 	e.removed = true
 	klog.InfoS("Pod sandbox removed", "podSandboxID", p.ID)
 	return nil
+}
+
+// CleanupOrphans undoes pods that a crash left half-made: a state dir under
+// StateDir with no record (berthd died inside Run, before the record was
+// written). For each it detaches the network (from cni's cache), stops the
+// monitor, unmounts shm, unpins the namespaces, deletes berth's pod cgroup
+// and removes the dir. Call it once at start-up, before serving; each orphan
+// gets at most perPod (default one minute), so one broken pod cannot block
+// start-up.
+func (m *Manager) CleanupOrphans(ctx context.Context, perPod time.Duration) error {
+	if perPod <= 0 {
+		perPod = time.Minute
+	}
+	ents, err := os.ReadDir(m.cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("podsandbox: read state dir: %w", err)
+	}
+	var errs []error
+	for _, d := range ents {
+		id := d.Name()
+		if !d.IsDir() || !validID(id) {
+			continue
+		}
+		m.mu.Lock()
+		_, known := m.pods[id]
+		reserved := false
+		for _, rid := range m.names {
+			reserved = reserved || rid == id
+		}
+		m.mu.Unlock()
+		if known || reserved {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, perPod)
+		err := m.cleanupOrphan(pctx, id)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			klog.ErrorS(err, "Cleaning up half-made pod sandbox", "podSandboxID", id)
+			continue
+		}
+		klog.InfoS("Cleaned up half-made pod sandbox", "podSandboxID", id)
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) cleanupOrphan(ctx context.Context, id string) error {
+	dir := filepath.Join(m.cfg.StateDir, id)
+	if m.cfg.Network != nil {
+		// No netns path: the DEL then releases host-side state only
+		// (lease, iptables); the veth goes with the netns when unpinned.
+		if err := m.cfg.Network.Teardown(ctx, id, "", cni.PodMeta{}, nil); err != nil {
+			return fmt.Errorf("orphan %s: network teardown: %w", id, err)
+		}
+	}
+	if err := m.cfg.Monitor.StopMonitor(ctx, id); err != nil {
+		return fmt.Errorf("orphan %s: monitor: %w", id, err)
+	}
+	if err := m.unmountShm(filepath.Join(dir, "shm")); err != nil {
+		return fmt.Errorf("orphan %s: %w", id, err)
+	}
+	if err := m.cfg.Namespaces.UnpinNamespaces(ctx, filepath.Join(dir, "ns")); err != nil {
+		return fmt.Errorf("orphan %s: unpin namespaces: %w", id, err)
+	}
+	if err := m.cfg.Cgroups.Delete(ctx, path.Join(m.cfg.CgroupParent, "pod-"+id)); err != nil {
+		return fmt.Errorf("orphan %s: cgroup: %w", id, err)
+	}
+	return m.removeDir(dir)
 }
