@@ -267,6 +267,23 @@ func TestV1CreateLimitsReadBack(t *testing.T) {
 	if got := readTrim(t, filepath.Join(defaultRoot, "memory", path, "memory.limit_in_bytes")); got != strconv.Itoa(128<<20) {
 		t.Errorf("after Update memory.limit_in_bytes = %s", got)
 	}
+	// Down again, then up with the limit alone: memsw must follow, or the
+	// kernel refuses a limit above it.
+	for _, lim := range []int64{32 << 20, 96 << 20} {
+		mem := &specs.LinuxMemory{Limit: ptr(lim)}
+		if lim < 64<<20 {
+			mem.Swap = ptr(lim)
+		}
+		if err := c.Update(&specs.LinuxResources{Memory: mem}); err != nil {
+			t.Fatalf("Update memory to %d: %v", lim, err)
+		}
+		if got := readTrim(t, filepath.Join(defaultRoot, "memory", path, "memory.limit_in_bytes")); got != strconv.FormatInt(lim, 10) {
+			t.Errorf("memory.limit_in_bytes = %s, want %d", got, lim)
+		}
+	}
+	if err := c.AddProc(1 << 30); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("AddProc(no such pid): %v, want ErrNotFound", err)
+	}
 	if _, err := m.Create(context.Background(), path, &specs.LinuxResources{
 		CPU:  &specs.LinuxCPU{Shares: ptr[uint64](1024), Quota: ptr[int64](-1)},
 		Pids: &specs.LinuxPids{Limit: ptr[int64](-1)},

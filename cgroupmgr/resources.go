@@ -147,9 +147,18 @@ func (c *Cgroup) setMemoryV1(m *specs.LinuxMemory) error {
 		}
 		swap = nil
 	}
-	if limit != nil && *limit == -1 && swap == nil && hasMemsw {
-		// Unlimited memory would be refused while memsw is still limited.
-		swap = limit
+	if limit != nil && swap == nil && hasMemsw {
+		curL, err1 := readInt(filepath.Join(dir, "memory.limit_in_bytes"))
+		curS, err2 := readInt(filepath.Join(dir, "memory.memsw.limit_in_bytes"))
+		if err := errors.Join(err1, err2); err != nil {
+			return fmt.Errorf("cgroupmgr: read memory limits of %s: %w", c.path, err)
+		}
+		// Raising the limit above a memsw limit would be refused. When the
+		// group had "no swap" (memsw == limit), keep that policy at the new
+		// limit; unlimited memory likewise takes memsw along.
+		if *limit == -1 || curS == curL && *limit > curS {
+			swap = limit
+		}
 	}
 	// The kernel keeps memory.limit <= memory.memsw.limit at every write, so
 	// the order matters: raise memsw first when the new limit exceeds the
