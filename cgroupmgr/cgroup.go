@@ -166,6 +166,7 @@ func (c *Cgroup) Update(res *specs.LinuxResources) error {
 	if res == nil {
 		return nil
 	}
+	res = normalizeResources(res)
 	if err := validateResources(c.mgr.mode, res); err != nil {
 		return err
 	}

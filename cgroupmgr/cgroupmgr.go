@@ -164,6 +164,7 @@ func (m *Manager) Create(ctx context.Context, path string, res *specs.LinuxResou
 	if res == nil {
 		res = &specs.LinuxResources{}
 	}
+	res = normalizeResources(res)
 	if err := validateResources(m.mode, res); err != nil {
 		return nil, err
 	}
@@ -182,6 +183,11 @@ func (m *Manager) Create(ctx context.Context, path string, res *specs.LinuxResou
 		r, extra, err := toV2Resources(res)
 		if err != nil {
 			return nil, err
+		}
+		if existed {
+			// Device rules are an eBPF program attached with
+			// BPF_F_ALLOW_MULTI: attaching again would stack another one.
+			r.Devices = nil
 		}
 		// NewManager makes the directory, enables the needed controllers in
 		// the ancestors and writes the values; it is safe on an existing group.

@@ -17,7 +17,8 @@ import (
 )
 
 // Conventions for values in specs.LinuxResources, applied on v1 and v2 alike:
-//   - nil leaves the current value alone;
+//   - nil leaves the current value alone, and so does 0 for cpu shares, cpu
+//     quota and cpu period (CRI's "not specified");
 //   - memory limit or memory+swap of 0 is treated as unset (CRI uses 0 for
 //     "not specified"; a literal 0-byte limit would kill the group at once);
 //   - memory limit, memory+swap and cpu quota of -1 mean unlimited;
@@ -25,6 +26,32 @@ import (
 //   - hugetlb limits on a host without a hugetlb hierarchy are ignored: kubelet
 //     sends one entry per page size the node has, whether the pod asked for
 //     huge pages or not, and failing every pod would help nobody.
+
+// normalizeResources returns res with the CRI's zero-means-unset values
+// (cpu shares, quota and period) turned into nil, so that no kernel file is
+// written with a 0 it would refuse or misread. res itself is not changed.
+func normalizeResources(res *specs.LinuxResources) *specs.LinuxResources {
+	c := res.CPU
+	if c == nil {
+		return res
+	}
+	zero := func(p *uint64) bool { return p != nil && *p == 0 }
+	if !zero(c.Shares) && !zero(c.Period) && (c.Quota == nil || *c.Quota != 0) {
+		return res
+	}
+	out, cpu := *res, *c
+	if zero(cpu.Shares) {
+		cpu.Shares = nil
+	}
+	if zero(cpu.Period) {
+		cpu.Period = nil
+	}
+	if cpu.Quota != nil && *cpu.Quota == 0 {
+		cpu.Quota = nil
+	}
+	out.CPU = &cpu
+	return &out
+}
 
 // validateResources rejects what no host can apply.
 func validateResources(mode string, res *specs.LinuxResources) error {

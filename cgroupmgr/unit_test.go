@@ -141,3 +141,19 @@ func TestToV2Resources(t *testing.T) {
 		t.Errorf("devices not carried over: %v, %v", r.Devices, err)
 	}
 }
+
+func TestNormalizeResources(t *testing.T) {
+	zero, q := uint64(0), int64(0)
+	in := &specs.LinuxResources{CPU: &specs.LinuxCPU{Shares: &zero, Quota: &q, Period: &zero, Cpus: "0"}}
+	out := normalizeResources(in)
+	if out.CPU.Shares != nil || out.CPU.Quota != nil || out.CPU.Period != nil || out.CPU.Cpus != "0" {
+		t.Errorf("normalized cpu = %+v", *out.CPU)
+	}
+	if in.CPU.Shares == nil || in.CPU.Quota == nil {
+		t.Error("normalizeResources changed its argument")
+	}
+	same := &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "1"}}
+	if normalizeResources(same) != same {
+		t.Error("copied resources that needed no change")
+	}
+}
