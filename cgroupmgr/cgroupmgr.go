@@ -264,3 +264,14 @@ func (m *Manager) Delete(ctx context.Context, path string) error {
 	c := &Cgroup{path: path, mgr: m}
 	return c.Delete(ctx)
 }
+
+// Stats reads the usage of the cgroup at path without loading it first (the
+// CRI stats calls name containers by path, many times a minute);
+// ErrNotFound if it does not exist.
+func (m *Manager) Stats(ctx context.Context, path string) (*Stats, error) {
+	if err := validatePath(path); err != nil {
+		return nil, err
+	}
+	c := &Cgroup{path: path, mgr: m}
+	return c.Stats(ctx)
+}

@@ -462,7 +462,7 @@ func TestV1StatsBusyProcess(t *testing.T) {
 	if l, err := p.stdout.ReadString('\n'); err != nil || l != "ready\n" {
 		t.Fatalf("helper: %q, %v (stderr %q)", l, err, p.stderr.String())
 	}
-	st, err := c.Stats(ctx)
+	st, err := m.Stats(ctx, c.Path())
 	if err != nil {
 		t.Fatalf("Stats: %v", err)
 	}
@@ -564,6 +564,9 @@ func TestV1DeleteKillsStragglers(t *testing.T) {
 	}
 	if _, err := ctr.Stats(ctx); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Stats after Delete: %v, want ErrNotFound", err)
+	}
+	if _, err := m.Stats(ctx, root+"/pod"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Manager.Stats after Delete: %v, want ErrNotFound", err)
 	}
 }
 
