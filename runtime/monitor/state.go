@@ -33,7 +33,10 @@ type State struct {
 	// ExitCode is the exit status, or 128+signal when a signal killed it.
 	ExitCode int `json:"exit_code"`
 	// Signal is the signal that killed the process, 0 if it exited.
-	Signal     int       `json:"signal,omitempty"`
+	Signal int `json:"signal,omitempty"`
+	// Reason is set only by berthd, for an exit the monitor could not
+	// record (it died); otherwise berthd derives it.
+	Reason     string    `json:"reason,omitempty"`
 	Message    string    `json:"message,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	StartedAt  time.Time `json:"started_at"`

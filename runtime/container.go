@@ -1,0 +1,356 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/runtime/monitor"
+)
+
+// CreateOptions are the per-container settings that are not in the spec.
+type CreateOptions struct {
+	// LogPath is the CRI log file for the container's stdout and stderr
+	// ("" discards them).
+	LogPath string
+	// Stdin keeps a stdin open for Attach; StdinOnce closes it when the
+	// first attach session detaches.
+	Stdin, StdinOnce bool
+	// Tty gives the container a terminal (its master stays in the monitor).
+	// It should match spec.Process.Terminal.
+	Tty bool
+	// CgroupPath is the container's cgroup, made here from
+	// spec.Linux.Resources ("" leaves it in the monitor's cgroup).
+	CgroupPath string
+}
+
+// Create makes container id of pod podID from spec: it writes the bundle,
+// makes the cgroup, has the pod monitor start the container's init, and puts
+// the container process into the cgroup. The process is left blocked before
+// exec'ing the user program until Start. On error everything is rolled back.
+func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec, opts CreateOptions) (retErr error) {
+	if err := validID("pod", podID); err != nil {
+		return err
+	}
+	if err := validID("container", id); err != nil {
+		return err
+	}
+	if spec == nil || spec.Process == nil || spec.Root == nil || !filepath.IsAbs(spec.Root.Path) {
+		return fmt.Errorf("container %s: spec needs a process and an absolute root path: %w", id, errdefs.ErrInvalidArgument)
+	}
+	bundle := r.bundleDir(id)
+	if err := os.Mkdir(bundle, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("container %s: %w", id, errdefs.ErrAlreadyExists)
+		}
+		return err
+	}
+	// Rollbacks run on a context that the caller's cancel does not stop.
+	cleanCtx := context.WithoutCancel(ctx)
+	var undo []func()
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		os.RemoveAll(bundle)
+	}()
+
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return err
+	}
+	if err := unix.Mkfifo(filepath.Join(bundle, "exec.fifo"), 0o600); err != nil {
+		return fmt.Errorf("container %s: make exec fifo: %w", id, err)
+	}
+	m := &meta{PodID: podID, LogPath: opts.LogPath, Tty: opts.Tty, Stdin: opts.Stdin, StdinOnce: opts.StdinOnce}
+	var cg Cgroup
+	if r.cfg.Cgroups != nil && opts.CgroupPath != "" {
+		var res *specs.LinuxResources
+		if spec.Linux != nil {
+			res = spec.Linux.Resources
+		}
+		cg, err = r.cfg.Cgroups.Create(ctx, opts.CgroupPath, res)
+		if err != nil {
+			return fmt.Errorf("container %s: cgroup: %w", id, err)
+		}
+		undo = append(undo, func() {
+			if err := cg.Delete(cleanCtx); err != nil {
+				klog.ErrorS(err, "Rollback: delete container cgroup", "podID", podID, "containerID", id)
+			}
+		})
+		m.CgroupPath = opts.CgroupPath
+	}
+	// meta.json last among the files: its presence says the bundle is whole.
+	mb, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(bundle, metaFile), mb, 0o600); err != nil {
+		return err
+	}
+
+	mon := r.monitor(podID)
+	resp, err := mon.Do(ctx, &monitor.Request{
+		Op: monitor.OpCreate, ID: id, Bundle: bundle, LogPath: opts.LogPath,
+		Stdin: opts.Stdin, StdinOnce: opts.StdinOnce, Tty: opts.Tty,
+	})
+	if err != nil {
+		if errors.Is(err, errdefs.ErrUnavailable) {
+			return fmt.Errorf("container %s: pod %s has no running monitor: %w", id, podID, errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("create container %s: %w", id, err)
+	}
+	undo = append(undo, func() {
+		if _, err := mon.Do(cleanCtx, &monitor.Request{Op: monitor.OpDelete, ID: id}); err != nil {
+			klog.ErrorS(err, "Rollback: delete container in monitor", "podID", podID, "containerID", id)
+		}
+	})
+	if cg != nil {
+		if err := cg.AddProc(resp.State.Pid); err != nil {
+			return fmt.Errorf("container %s: join cgroup: %w", id, err)
+		}
+	}
+	klog.V(2).InfoS("Created container", "podID", podID, "containerID", id, "pid", resp.State.Pid)
+	return nil
+}
+
+// Start lets a created container exec its program. Starting a container that
+// is not in the created state is errdefs.ErrFailedPrecondition.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	m, err := r.readMeta(id)
+	if err != nil {
+		return err
+	}
+	if _, err := r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpStart, ID: id}); err != nil {
+		return r.monitorErr(id, err)
+	}
+	return nil
+}
+
+// monitorErr gives a dead monitor's error the kind callers act on: nothing
+// can be done to a container whose monitor is gone but Delete.
+func (r *Runtime) monitorErr(id string, err error) error {
+	if errors.Is(err, errdefs.ErrUnavailable) {
+		return fmt.Errorf("container %s: %s: %w", id, MessageMonitorDied, errdefs.ErrFailedPrecondition)
+	}
+	return fmt.Errorf("container %s: %w", id, err)
+}
+
+// State returns the container's state. It never reports a container as
+// running after its monitor died.
+func (r *Runtime) State(ctx context.Context, id string) (State, error) {
+	m, err := r.readMeta(id)
+	if err != nil {
+		return State{}, err
+	}
+	resp, err := r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpState, ID: id})
+	switch {
+	case err == nil:
+		return r.toState(ctx, m, resp.State), nil
+	case errors.Is(err, errdefs.ErrUnavailable), errdefs.IsNotFound(err):
+		// No monitor, or one that does not know the container (a new
+		// monitor of the same pod): the state file has the last word.
+		return r.stateFromFile(ctx, id, m)
+	}
+	return State{}, fmt.Errorf("container %s: %w", id, err)
+}
+
+// stateFromFile reads state.json of a container whose monitor is gone. If
+// the monitor died before the container stopped, the file is rewritten as
+// stopped with reason Unknown, so that later calls agree.
+func (r *Runtime) stateFromFile(ctx context.Context, id string, m *meta) (State, error) {
+	bundle := r.bundleDir(id)
+	st, err := monitor.ReadStateFile(bundle)
+	if errors.Is(err, os.ErrNotExist) {
+		return State{ID: id, PodID: m.PodID, Status: StatusUnknown, Reason: ReasonUnknown, LogPath: m.LogPath}, nil
+	}
+	if err != nil {
+		return State{}, err
+	}
+	if st.Status != monitor.StatusStopped {
+		st.Status = monitor.StatusStopped
+		st.ExitCode = unknownExitCode
+		st.Reason = ReasonUnknown
+		st.Message = MessageMonitorDied
+		st.FinishedAt = time.Now()
+		if err := monitor.WriteStateFile(bundle, st); err != nil {
+			klog.ErrorS(err, "Record container of a dead monitor as stopped", "podID", m.PodID, "containerID", id)
+		}
+	}
+	return r.toState(ctx, m, st), nil
+}
+
+func (r *Runtime) toState(ctx context.Context, m *meta, st *monitor.State) State {
+	s := State{
+		ID: st.ID, PodID: m.PodID, Status: Status(st.Status), Pid: st.Pid,
+		ExitCode: st.ExitCode, Signal: st.Signal, Reason: st.Reason, Message: st.Message,
+		LogPath: m.LogPath, CreatedAt: st.CreatedAt, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
+	}
+	if s.Status != StatusStopped || s.Reason != "" {
+		return s
+	}
+	s.Reason = ReasonError
+	if s.ExitCode == 0 {
+		s.Reason = ReasonCompleted
+	}
+	// The OOM killer sends SIGKILL; a kill while the cgroup has seen an
+	// OOM kill is taken for one (the process killed may be a child).
+	if s.Signal == int(syscall.SIGKILL) && r.cfg.Cgroups != nil && m.CgroupPath != "" {
+		if cg, err := r.cfg.Cgroups.Load(ctx, m.CgroupPath); err == nil {
+			if n, err := cg.OOMKillCount(); err == nil && n > 0 {
+				s.Reason = ReasonOOMKilled
+			}
+		}
+	}
+	return s
+}
+
+// Wait blocks until the container stops (or ctx ends) and returns its state.
+// The monitor answers when the exit is recorded: no polling.
+func (r *Runtime) Wait(ctx context.Context, id string) (State, error) {
+	m, err := r.readMeta(id)
+	if err != nil {
+		return State{}, err
+	}
+	mon := r.monitor(m.PodID)
+	for {
+		resp, err := mon.Do(ctx, &monitor.Request{Op: monitor.OpWait, ID: id})
+		if err == nil {
+			return r.toState(ctx, m, resp.State), nil
+		}
+		if ctx.Err() != nil {
+			return State{}, ctx.Err()
+		}
+		if errdefs.IsNotFound(err) {
+			return r.stateFromFile(ctx, id, m)
+		}
+		if !errors.Is(err, errdefs.ErrUnavailable) {
+			return State{}, fmt.Errorf("container %s: %w", id, err)
+		}
+		// The connection broke: if the monitor is really gone, the
+		// state file decides; if it answers again, wait again.
+		conn, derr := monitor.Dial(ctx, r.podDir(m.PodID))
+		if derr != nil {
+			return r.stateFromFile(ctx, id, m)
+		}
+		conn.Close()
+	}
+}
+
+// Kill sends sig to the container's process. Killing a container that is
+// not running (or whose monitor is gone) is errdefs.ErrFailedPrecondition;
+// in the latter case a process that outlived its monitor is still killed.
+func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
+	m, err := r.readMeta(id)
+	if err != nil {
+		return err
+	}
+	_, err = r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpKill, ID: id, Signal: int(sig)})
+	if errors.Is(err, errdefs.ErrUnavailable) {
+		r.killOrphan(id, sig)
+	}
+	if err != nil {
+		return r.monitorErr(id, err)
+	}
+	return nil
+}
+
+// killOrphan signals the process recorded for a container whose monitor is
+// gone, if that pid still belongs to it (same start time).
+func (r *Runtime) killOrphan(id string, sig syscall.Signal) {
+	st, err := monitor.ReadStateFile(r.bundleDir(id))
+	if err != nil || st.Pid <= 0 || st.PidStart == 0 {
+		return
+	}
+	if monitor.PidStart(st.Pid) == st.PidStart {
+		syscall.Kill(st.Pid, sig)
+	}
+}
+
+// Delete removes the container: kills it if needed, waits for its exit to be
+// recorded, removes its cgroup (killing stragglers) and its bundle.
+// Deleting an unknown container is not an error.
+func (r *Runtime) Delete(ctx context.Context, id string) error {
+	if err := validID("container", id); err != nil {
+		return err
+	}
+	bundle := r.bundleDir(id)
+	m, err := r.readMeta(id)
+	if errdefs.IsNotFound(err) {
+		// Nothing, or a Create that died before writing meta.json (it
+		// made no cgroup and started no process then).
+		return os.RemoveAll(bundle)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id})
+	if errors.Is(err, errdefs.ErrUnavailable) {
+		r.killOrphan(id, syscall.SIGKILL)
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	if r.cfg.Cgroups != nil && m.CgroupPath != "" {
+		cg, err := r.cfg.Cgroups.Load(ctx, m.CgroupPath)
+		if err == nil {
+			err = cg.Delete(ctx)
+		}
+		if err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete container %s: cgroup: %w", id, err)
+		}
+	}
+	// The bundle holds only files the runtime and the monitor wrote; no
+	// mounts live there.
+	if err := os.RemoveAll(bundle); err != nil {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	klog.V(2).InfoS("Deleted container", "podID", m.PodID, "containerID", id)
+	return nil
+}
+
+// ReopenLog makes the monitor close and reopen the container's log file
+// (after kubelet renamed it for rotation).
+func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
+	m, err := r.readMeta(id)
+	if err != nil {
+		return err
+	}
+	if _, err := r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpReopen, ID: id}); err != nil {
+		return r.monitorErr(id, err)
+	}
+	return nil
+}
+
+// UpdateResources changes the container's cgroup limits.
+func (r *Runtime) UpdateResources(ctx context.Context, id string, res *specs.LinuxResources) error {
+	m, err := r.readMeta(id)
+	if err != nil {
+		return err
+	}
+	if r.cfg.Cgroups == nil || m.CgroupPath == "" {
+		return fmt.Errorf("container %s has no cgroup of its own: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	cg, err := r.cfg.Cgroups.Load(ctx, m.CgroupPath)
+	if err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	if err := cg.Update(res); err != nil {
+		return fmt.Errorf("container %s: update resources: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,224 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/runtime/monitor"
+)
+
+// ExecOptions describe a process to run in a running container.
+type ExecOptions struct {
+	// Process is the process to run; its user, capabilities, no_new_privs,
+	// seccomp, env and cwd apply inside the container.
+	Process *specs.Process
+	Stdin   io.Reader // nil: /dev/null
+	Stdout  io.Writer // nil: discarded
+	Stderr  io.Writer // nil: discarded; unused with Tty
+	// Tty runs the process on a new terminal; Resize changes its size.
+	Tty    bool
+	Resize <-chan TermSize
+}
+
+// ttyDrainTimeout bounds reading a terminal's last output after the exec'd
+// process exited, for when something it started keeps the terminal open.
+const ttyDrainTimeout = time.Second
+
+// Exec runs a process in the running container id through `berth-shim exec`,
+// which joins the container's namespaces and cgroup, and returns its exit
+// code (128+signal if a signal killed it). Ending ctx kills it.
+func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCode int, retErr error) {
+	if opts.Process == nil || len(opts.Process.Args) == 0 {
+		return -1, fmt.Errorf("exec in %s: no process args: %w", id, errdefs.ErrInvalidArgument)
+	}
+	st, err := r.State(ctx, id)
+	if err != nil {
+		return -1, err
+	}
+	if st.Status != StatusRunning {
+		return -1, fmt.Errorf("exec in container %s: it is %s: %w", id, st.Status, errdefs.ErrFailedPrecondition)
+	}
+	proc := *opts.Process
+	proc.Terminal = opts.Tty
+	b, err := json.Marshal(&proc)
+	if err != nil {
+		return -1, err
+	}
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	procFile := filepath.Join(r.bundleDir(id), "exec-"+hex.EncodeToString(rnd[:])+".json")
+	if err := os.WriteFile(procFile, b, 0o600); err != nil {
+		return -1, err
+	}
+	defer os.Remove(procFile)
+
+	cmd := exec.CommandContext(ctx, r.cfg.ShimPath, "exec", "--pid", strconv.Itoa(st.Pid), "--process", procFile)
+	cmd.Dir = "/"
+	cmd.Env = shimEnv
+	var copyWG sync.WaitGroup
+	var master *os.File
+	if opts.Tty {
+		m, slave, err := monitor.OpenPTY()
+		if err != nil {
+			return -1, err
+		}
+		master = m
+		defer master.Close()
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		err = cmd.Start()
+		slave.Close()
+		if err != nil {
+			return -1, fmt.Errorf("exec in container %s: %w", id, err)
+		}
+		if opts.Stdin != nil {
+			// Not waited for: a reader like a network stream may never
+			// end; closing the master after exit unblocks its writes.
+			go io.Copy(master, opts.Stdin)
+		}
+		copyWG.Add(1)
+		go func() {
+			defer copyWG.Done()
+			out := opts.Stdout
+			if out == nil {
+				out = io.Discard
+			}
+			io.Copy(out, master) // until EIO: every slave fd closed
+		}()
+		if opts.Resize != nil {
+			go func() {
+				for sz := range opts.Resize {
+					if monitor.SetWinsize(master, sz.Width, sz.Height) != nil {
+						return
+					}
+				}
+			}()
+		}
+	} else {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
+		// os/exec stops waiting for output copies this long after exit,
+		// for the same reason as ttyDrainTimeout.
+		cmd.WaitDelay = ttyDrainTimeout
+		if err := cmd.Start(); err != nil {
+			return -1, fmt.Errorf("exec in container %s: %w", id, err)
+		}
+	}
+	err = cmd.Wait()
+	if master != nil {
+		done := make(chan struct{})
+		go func() { copyWG.Wait(); close(done) }()
+		t := time.NewTimer(ttyDrainTimeout)
+		select {
+		case <-done:
+		case <-t.C:
+			master.Close()
+		}
+		t.Stop()
+	}
+	if ctx.Err() != nil {
+		return -1, ctx.Err()
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) || err == nil || errors.Is(err, exec.ErrWaitDelay) {
+		ps := cmd.ProcessState
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil
+		}
+		return ps.ExitCode(), nil
+	}
+	return -1, fmt.Errorf("exec in container %s: %w", id, err)
+}
+
+// Attach connects to the container's stdio kept by the monitor: stdin (if
+// the container has one and stdin is not nil) goes to the container, its
+// output to stdout and stderr (nil: not subscribed). It returns when the
+// container exits, the monitor goes away, or ctx ends. When stdin ends, the
+// container's stdin is closed if it was created with StdinOnce.
+func (r *Runtime) Attach(ctx context.Context, id string, stdin io.Reader, stdout, stderr io.Writer, resize <-chan TermSize) error {
+	m, err := r.readMeta(id)
+	if err != nil {
+		return err
+	}
+	conn, br, err := r.monitor(m.PodID).Attach(ctx, &monitor.Request{
+		ID: id, Stdin: stdin != nil, Stdout: stdout != nil, Stderr: stderr != nil,
+	})
+	if err != nil {
+		return r.monitorErr(id, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	var wmu sync.Mutex // frames from two goroutines
+	write := func(typ byte, p []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return monitor.WriteFrame(conn, typ, p)
+	}
+	if stdin != nil {
+		go func() {
+			buf := make([]byte, 32*1024)
+			for {
+				n, err := stdin.Read(buf)
+				if n > 0 && write(monitor.FrameStdin, buf[:n]) != nil {
+					return
+				}
+				if err != nil {
+					write(monitor.FrameStdinEOF, nil)
+					return
+				}
+			}
+		}()
+	}
+	if resize != nil {
+		go func() {
+			for sz := range resize {
+				p := []byte{byte(sz.Width >> 8), byte(sz.Width), byte(sz.Height >> 8), byte(sz.Height)}
+				if write(monitor.FrameResize, p) != nil {
+					return
+				}
+			}
+		}()
+	}
+	var buf []byte
+	for {
+		typ, p, err := monitor.ReadFrame(br, buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err == io.EOF {
+				return nil
+			}
+			return fmt.Errorf("attach to container %s: %w", id, err)
+		}
+		buf = p[:0]
+		switch typ {
+		case monitor.FrameStdout:
+			if stdout != nil {
+				stdout.Write(p)
+			}
+		case monitor.FrameStderr:
+			if stderr != nil {
+				stderr.Write(p)
+			}
+		case monitor.FrameExit:
+			return nil
+		}
+	}
+}
