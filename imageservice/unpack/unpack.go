@@ -149,7 +149,7 @@ func (x *extractor) parent(rel string) (int, error) {
 		fd, err = x.mkdirAll(rel)
 	}
 	if err != nil {
-		return -1, fmt.Errorf("parent directory %q: %w", rel, err)
+		return -1, fmt.Errorf("parent directory %q (resolved inside the layer root, where symlinks cannot lead out): %w", rel, err)
 	}
 	x.cacheFd, x.cacheRel = fd, rel
 	return fd, nil
@@ -335,7 +335,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) (int64, error) {
 		tdir, tbase := path.Split(trel)
 		tfd, err := x.openIn(strings.TrimSuffix(tdir, "/"), unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
-			return 0, fmt.Errorf("hardlink target %q: %w", hdr.Linkname, err)
+			return 0, fmt.Errorf("hardlink target %q (resolved inside the layer root): %w", hdr.Linkname, err)
 		}
 		defer unix.Close(tfd)
 		if err := x.remove(pfd, base); err != nil {

@@ -1,0 +1,5 @@
+package imageservice_test
+
+import "syscall"
+
+type syscallStat = syscall.Stat_t
