@@ -13,6 +13,17 @@
 // Paths are absolute cgroup paths such as "/kubepods/pod1/ctr1"; the same
 // path is used in every v1 hierarchy and, on v2, under the unified mount.
 //
+// On hybrid hosts (v1 controllers plus a cgroup2 mount) the controllers are
+// used the v1 way, and each cgroup is mirrored, without resources, into the
+// cgroup2 mount. Hugetlb limits are ignored where no v1 hugetlb hierarchy is
+// mounted (on such a hybrid host the hugetlb controller sits in the cgroup2
+// mount, where it would need processes in leaf groups only).
+//
+// On v2, cgroups that get controllers enabled for children must not hold
+// processes themselves (the kernel's "no internal processes" rule): keep a
+// pod's own processes (its monitor, its pid-namespace holder) in a leaf
+// below the pod cgroup, beside the containers, not in the pod cgroup.
+//
 // The package does not log: it returns errors with their kinds from errdefs.
 package cgroupmgr
 

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -727,5 +728,45 @@ func TestV2MemoryPids(t *testing.T) {
 	}
 	if n, err := c.OOMKillCount(); err != nil || n == 0 {
 		t.Errorf("OOMKillCount = %d, %v", n, err)
+	}
+}
+
+// Containers of one pod are created concurrently; the cpuset parents they
+// share must come out populated whichever wins, so every container can take
+// a process.
+func TestV1ConcurrentCreate(t *testing.T) {
+	m := v1Manager(t)
+	root := testRoot(t, m)
+	ctx := context.Background()
+	const n = 8
+	cgs := make([]*Cgroup, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			cgs[i], errs[i] = m.Create(ctx, root+"/pod/ctr"+strconv.Itoa(i), &specs.LinuxResources{
+				CPU:  &specs.LinuxCPU{Cpus: "0", Shares: ptr[uint64](100)},
+				Pids: &specs.LinuxPids{Limit: ptr[int64](50)},
+			})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Create ctr%d: %v", i, err)
+		}
+	}
+	for i, c := range cgs {
+		p := start(t, "sleep", "1000")
+		if err := c.AddProc(p.pid()); err != nil {
+			t.Errorf("AddProc into ctr%d: %v", i, err)
+		}
+	}
+	rc, err := m.Load(ctx, root+"/pod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pids, err := rc.Procs(); err != nil || len(pids) != n {
+		t.Errorf("pod Procs() = %v, %v; want %d pids", pids, err, n)
 	}
 }
