@@ -21,7 +21,20 @@ import (
 func (s *Service) GC(ctx context.Context) error {
 	s.gcLock.Lock()
 	defer s.gcLock.Unlock()
+	return s.gcLocked(ctx)
+}
 
+// tryGC collects garbage unless a pull or rootfs preparation is running, in
+// which case it leaves the garbage for the next GC rather than wait.
+func (s *Service) tryGC(ctx context.Context) error {
+	if !s.gcLock.TryLock() {
+		return nil
+	}
+	defer s.gcLock.Unlock()
+	return s.gcLocked(ctx)
+}
+
+func (s *Service) gcLocked(ctx context.Context) error {
 	keepBlobs := map[string]bool{}
 	keepSnaps := map[string]bool{}
 	err := s.db.View(func(tx *bolt.Tx) error {

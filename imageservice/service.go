@@ -336,7 +336,8 @@ func (s *Service) List(ctx context.Context, filter string) ([]*Image, error) {
 // By tag it removes that tag, and the image once no tag is left; by repo
 // digest likewise for that digest. An absent image is not an error (CRI:
 // "This call is idempotent"). Blobs and snapshots no longer referenced are
-// garbage collected before it returns.
+// garbage collected before it returns, unless a pull is running (then the
+// next GC gets them).
 func (s *Service) Remove(ctx context.Context, ref string) error {
 	s.metaMu.Lock()
 	deleted := false
@@ -372,7 +373,7 @@ func (s *Service) Remove(ctx context.Context, ref string) error {
 		return fmt.Errorf("removing image %q: %w", ref, err)
 	}
 	if deleted {
-		return s.GC(ctx)
+		return s.tryGC(ctx)
 	}
 	return nil
 }

@@ -618,3 +618,56 @@ func setBits(m os.FileMode) uint32 {
 	}
 	return b
 }
+
+// TestManyLayers mounts an image whose lower dir paths add up to more than
+// a page, which a single "lowerdir=" option string could not hold.
+func TestManyLayers(t *testing.T) {
+	ctx := context.Background()
+	reg := testregistry.Start(t, testregistry.Options{})
+	s := newService(t, imageservice.Config{MaxConcurrentDownloads: 8})
+	layers := []v1.Layer{}
+	bbl, _ := busybox(t).Layers()
+	layers = append(layers, bbl...)
+	const n = 60
+	for i := range n {
+		l, err := testimages.Layer([]testimages.File{
+			{Name: "layers/", Type: tar.TypeDir, Mode: 0o755},
+			{Name: fmt.Sprintf("layers/%02d", i), Mode: 0o644, Content: []byte(fmt.Sprint(i))},
+			{Name: "layers/top", Mode: 0o644, Content: []byte(fmt.Sprint(i))},
+		}, testimages.Gzip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, l)
+	}
+	img, err := testimages.NewImage(layers, v1.Config{Cmd: []string{"sh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.MustPush(t, "test/many:latest", img)
+	pulled, err := s.Pull(ctx, reg.Ref("test/many:latest"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.RemoveRootfs(context.Background(), "berth-test-many") })
+	rootfs, err := s.PrepareRootfs(ctx, "berth-test-many", pulled.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(filepath.Join(rootfs, "layers"))
+	if err != nil || len(ents) != n+1 {
+		t.Fatalf("%d entries in /layers (%v), want %d", len(ents), err, n+1)
+	}
+	if b, _ := os.ReadFile(filepath.Join(rootfs, "layers/top")); string(b) != fmt.Sprint(n-1) {
+		t.Errorf("top layer's file says %q, want %d (layer order)", b, n-1)
+	}
+	if _, err := os.Stat(filepath.Join(rootfs, "bin/busybox")); err != nil {
+		t.Error(err)
+	}
+	if len(rootfs)*n < 4096 {
+		t.Fatalf("test too small: lower dirs fit in a page")
+	}
+	if err := s.RemoveRootfs(ctx, "berth-test-many"); err != nil {
+		t.Fatal(err)
+	}
+}
