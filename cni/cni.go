@@ -26,6 +26,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
@@ -125,8 +126,13 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{
 		confDir: cfg.ConfDir,
 		binDirs: append([]string(nil), cfg.BinDirs...),
-		lib:     libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil),
-		parsed:  map[string]parsedConf{},
+		// An explicit exec: with nil, libcni creates one lazily on each
+		// call's path, a data race when pods start in parallel.
+		lib: libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, &invoke.DefaultExec{
+			RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+			PluginDecoder: version.PluginDecoder{},
+		}),
+		parsed: map[string]parsedConf{},
 	}, nil
 }
 
@@ -210,7 +216,11 @@ func (m *Manager) network() (*libcni.NetworkConfigList, error) {
 
 func loadConfFile(path string) (*libcni.NetworkConfigList, error) {
 	if filepath.Ext(path) == ".conflist" {
-		return libcni.NetworkConfFromFile(path)
+		list, err := libcni.NetworkConfFromFile(path)
+		if err != nil {
+			return nil, err
+		}
+		return stripTrailingLoopback(list)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -242,6 +252,34 @@ func (m *Manager) checkPlugins(list *libcni.NetworkConfigList) error {
 		}
 	}
 	return nil
+}
+
+// stripTrailingLoopback drops loopback plugins from the end of a chain.
+// There they only pass the result through, and Setup runs the built-in
+// loopback network beside the chain instead of after it: one plugin exec
+// (about 10 ms here) off the pod-start path.
+func stripTrailingLoopback(list *libcni.NetworkConfigList) (*libcni.NetworkConfigList, error) {
+	n := len(list.Plugins)
+	for n > 1 && list.Plugins[n-1].Network.Type == "loopback" {
+		n--
+	}
+	if n == len(list.Plugins) {
+		return list, nil
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(list.Bytes, &raw); err != nil {
+		return nil, err
+	}
+	plugins, ok := raw["plugins"].([]any)
+	if !ok || len(plugins) != len(list.Plugins) {
+		return list, nil // plugins loaded from side files: leave as is
+	}
+	raw["plugins"] = plugins[:n]
+	data, err := json.Marshal(raw)
+	if err != nil {
+		return nil, err
+	}
+	return libcni.NetworkConfFromBytes(data)
 }
 
 func hasLoopback(list *libcni.NetworkConfigList) bool {
@@ -427,8 +465,14 @@ func (m *Manager) Teardown(ctx context.Context, sandboxID, netnsPath string, pod
 		}
 		return nil
 	}
-	var errs []error
-	var masqV4, masqV6 bool
+	// The attachments (the pod network and berth's loopback) are
+	// independent, so their DELs run side by side.
+	var (
+		wg             sync.WaitGroup
+		mu             sync.Mutex
+		errs           []error
+		masqV4, masqV6 bool
+	)
 	for _, a := range atts {
 		list, err := libcni.NetworkConfFromBytes(a.Config)
 		if err != nil {
@@ -452,10 +496,17 @@ func (m *Manager) Teardown(ctx context.Context, sandboxID, netnsPath string, pod
 				}
 			}
 		}
-		if err := m.lib.DelNetworkList(ctx, list, rt); err != nil {
-			errs = append(errs, fmt.Errorf("cni DEL of network %q for sandbox %s: %w", a.Network, sandboxID, err))
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := m.lib.DelNetworkList(ctx, list, rt); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("cni DEL of network %q for sandbox %s: %w", list.Name, sandboxID, err))
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	if len(errs) == 0 && (masqV4 || masqV6) {
 		if err := removeTaggedNATRules(ctx, sandboxID, masqV4, masqV6); err != nil {
 			errs = append(errs, fmt.Errorf("remove nat rules left by plugins: %w", err))

@@ -527,3 +527,102 @@ func TestSplitRule(t *testing.T) {
 		t.Fatal("unbalanced quote accepted")
 	}
 }
+
+// BenchmarkSetupTeardown measures one pod's CNI ADD (bridge, portmap and
+// loopback chain) and DEL with the default conflist.
+func BenchmarkSetupTeardown(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	confDir, dataDir, cacheDir := b.TempDir(), b.TempDir(), b.TempDir()
+	bridge := "berth-test-bnch"
+	b.Cleanup(func() { _ = exec.Command("ip", "link", "del", bridge).Run() })
+	data, err := DefaultConflist("berth-test-bench", bridge, "10.89.254.0/24", dataDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(confDir, "10.conflist"), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	m, err := New(Config{ConfDir: confDir, CacheDir: cacheDir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns := "berth-test-bench"
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		b.Fatalf("%v: %s", err, out)
+	}
+	b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	ctx := context.Background()
+	ports := []PortMapping{{HostPort: 30999, ContainerPort: 80}}
+	var add, del time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := fmt.Sprintf("%064x", i+1)
+		start := time.Now()
+		if _, err := m.Setup(ctx, id, "/run/netns/"+ns, PodMeta{Name: "b", Namespace: "b", UID: "b"}, ports); err != nil {
+			b.Fatal(err)
+		}
+		add += time.Since(start)
+		start = time.Now()
+		if err := m.Teardown(ctx, id, "/run/netns/"+ns, PodMeta{Name: "b", Namespace: "b", UID: "b"}, ports); err != nil {
+			b.Fatal(err)
+		}
+		del += time.Since(start)
+	}
+	b.ReportMetric(float64(add.Microseconds())/float64(b.N)/1000, "add-ms/op")
+	b.ReportMetric(float64(del.Microseconds())/float64(b.N)/1000, "del-ms/op")
+}
+
+// TestParallelSetup starts pods side by side, as berthd does, and checks
+// they get distinct addresses and all go away.
+func TestParallelSetup(t *testing.T) {
+	e := newTestEnv(t, true)
+	const n = 4
+	type pod struct{ id, ns string }
+	pods := make([]pod, n)
+	for i := range pods {
+		_, pods[i].ns = newNetNS(t)
+		pods[i].id = randHex(t, 32)
+	}
+	meta := PodMeta{Name: "p", Namespace: "ns", UID: "u"}
+	ctx := context.Background()
+	ips := make([]string, n)
+	errs := make(chan error, n)
+	for i, p := range pods {
+		t.Cleanup(func() { _ = e.m.Teardown(context.Background(), p.id, p.ns, meta, nil) })
+		go func() {
+			res, err := e.m.Setup(ctx, p.id, p.ns, meta, nil)
+			if err == nil {
+				ips[i] = res.IPs[0].String()
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for _, ip := range ips {
+		if seen[ip] {
+			t.Fatalf("address %s given twice: %v", ip, ips)
+		}
+		seen[ip] = true
+	}
+	for _, p := range pods {
+		go func() { errs <- e.m.Teardown(ctx, p.id, p.ns, meta, nil) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := leases(t, e); len(l) != 0 {
+		t.Fatalf("leases left: %v", l)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.cacheDir, "results")); len(ents) != 0 {
+		t.Fatalf("cache entries left: %d", len(ents))
+	}
+}
