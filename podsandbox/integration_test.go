@@ -22,7 +22,11 @@ import (
 // using util-linux unshare.
 type unsharePinner struct{}
 
-func (unsharePinner) PinNamespaces(ctx context.Context, dir string, kinds []string) (map[string]string, error) {
+func (u unsharePinner) PinNamespaces(ctx context.Context, dir string, kinds []string) (map[string]string, error) {
+	return u.PinNamespacesWithHostname(ctx, dir, kinds, "")
+}
+
+func (unsharePinner) PinNamespacesWithHostname(ctx context.Context, dir string, kinds []string, hostname string) (map[string]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -36,7 +40,11 @@ func (unsharePinner) PinNamespaces(ctx context.Context, dir string, kinds []stri
 		args = append(args, "--"+k+"="+p)
 		out[k] = p
 	}
-	if b, err := exec.CommandContext(ctx, "unshare", append(args, "true")...).CombinedOutput(); err != nil {
+	cmd := []string{"true"}
+	if hostname != "" {
+		cmd = []string{"hostname", hostname}
+	}
+	if b, err := exec.CommandContext(ctx, "unshare", append(args, cmd...)...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("unshare: %v: %s", err, b)
 	}
 	return out, nil
@@ -174,6 +182,9 @@ func TestIntegrationRunStopRemove(t *testing.T) {
 	out, err := exec.Command("nsenter", "--net="+p.NetNSPath, "ip", "-o", "addr").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), p.IPs[0]+"/24") || !strings.Contains(string(out), "lo    inet 127.0.0.1") {
 		t.Fatalf("pod netns addresses: %v: %s", err, out)
+	}
+	if out, err := exec.Command("nsenter", "--uts="+p.UTSNSPath, "hostname").CombinedOutput(); err != nil || string(out) != "web-0\n" {
+		t.Fatalf("hostname in the pod's uts namespace: %q, %v", out, err)
 	}
 	if hosts, _ := os.ReadFile(p.HostsPath); !strings.Contains(string(hosts), p.IPs[0]+"\tweb-0\n") {
 		t.Fatalf("hosts: %s", hosts)

@@ -467,3 +467,30 @@ func TestCleanupOrphans(t *testing.T) {
 		t.Fatalf("state dir: %v", e)
 	}
 }
+
+type cgWithHandle struct{ f *fakes }
+
+func (c cgWithHandle) Create(ctx context.Context, path string, res *specs.LinuxResources) (*int, error) {
+	n := 1
+	return &n, c.f.Create(ctx, path, res)
+}
+
+func (c cgWithHandle) Delete(ctx context.Context, path string) error { return c.f.Delete(ctx, path) }
+
+func TestCgroupsFrom(t *testing.T) {
+	f := newFakes()
+	cg := CgroupsFrom[*int](cgWithHandle{f})
+	if err := cg.Create(context.Background(), "/berth/x", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.cgroups["/berth/x"]; !ok {
+		t.Fatal("not created")
+	}
+	f.fail = "cgroup"
+	if err := cg.Create(context.Background(), "/berth/y", nil); !errors.Is(err, errInjected) {
+		t.Fatalf("error lost: %v", err)
+	}
+	if err := cg.Delete(context.Background(), "/berth/x"); err != nil || len(f.cgroups) != 0 {
+		t.Fatalf("delete: %v %v", err, f.cgroups)
+	}
+}

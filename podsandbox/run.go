@@ -171,7 +171,13 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 		kinds = append(kinds, NamespaceIPC)
 	}
 	if len(kinds) > 0 {
-		paths, err := m.cfg.Namespaces.PinNamespaces(ctx, filepath.Join(dir, "ns"), kinds)
+		var paths map[string]string
+		var err error
+		if hp, ok := m.cfg.Namespaces.(hostnamePinner); ok && !req.HostNetwork {
+			paths, err = hp.PinNamespacesWithHostname(ctx, filepath.Join(dir, "ns"), kinds, p.Hostname)
+		} else {
+			paths, err = m.cfg.Namespaces.PinNamespaces(ctx, filepath.Join(dir, "ns"), kinds)
+		}
 		// Undo even on error: the pinner promises nothing is left, but an
 		// extra idempotent unpin costs nothing and guards the removal of dir.
 		undo.push(func(ctx context.Context) error {

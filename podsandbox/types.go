@@ -43,6 +43,14 @@ type NamespacePinner interface {
 	UnpinNamespaces(ctx context.Context, dir string) error
 }
 
+// hostnamePinner is a NamespacePinner that can also set the hostname of
+// the new uts namespace while it makes it (runtime.Runtime can). Run uses it
+// when offered, so the pod's uts namespace has its hostname before any
+// container starts.
+type hostnamePinner interface {
+	PinNamespacesWithHostname(ctx context.Context, dir string, kinds []string, hostname string) (map[string]string, error)
+}
+
 // PodMonitor runs the per-pod monitor that parents the pod's containers.
 type PodMonitor interface {
 	// StartMonitor starts the pod's monitor. With sharePID it also starts
@@ -59,6 +67,31 @@ type CgroupManager interface {
 	Create(ctx context.Context, path string, res *specs.LinuxResources) error
 	// Delete removes it; a missing cgroup is not an error.
 	Delete(ctx context.Context, path string) error
+}
+
+// CgroupsFrom adapts a cgroup manager whose Create also returns the cgroup
+// (cgroupmgr.Manager) to CgroupManager.
+func CgroupsFrom[C any](m interface {
+	Create(ctx context.Context, path string, res *specs.LinuxResources) (C, error)
+	Delete(ctx context.Context, path string) error
+}) CgroupManager {
+	return cgroupAdapter[C]{m}
+}
+
+type cgroupAdapter[C any] struct {
+	m interface {
+		Create(ctx context.Context, path string, res *specs.LinuxResources) (C, error)
+		Delete(ctx context.Context, path string) error
+	}
+}
+
+func (a cgroupAdapter[C]) Create(ctx context.Context, path string, res *specs.LinuxResources) error {
+	_, err := a.m.Create(ctx, path, res)
+	return err
+}
+
+func (a cgroupAdapter[C]) Delete(ctx context.Context, path string) error {
+	return a.m.Delete(ctx, path)
 }
 
 // Network attaches pods to the pod network (*cni.Manager implements it).
