@@ -671,3 +671,79 @@ func TestManyLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestPullTokenAuth(t *testing.T) {
+	ctx := context.Background()
+	reg := testregistry.Start(t, testregistry.Options{Token: true, Username: "berth", Password: "pw", IdentityToken: "refresh-me"})
+	reg.MustPush(t, "test/tok:latest", busybox(t))
+	want := configDigest(t, busybox(t))
+	for name, auth := range map[string]*imageservice.Auth{
+		"password":       {Username: "berth", Password: "pw"},
+		"identity token": {IdentityToken: "refresh-me"},
+		"registry token": {RegistryToken: reg.Token()},
+		"server address": {Username: "berth", Password: "pw", ServerAddress: "http://" + reg.Host + "/v2/"},
+	} {
+		s := newService(t, imageservice.Config{})
+		img, err := s.Pull(ctx, reg.Ref("test/tok:latest"), auth, nil)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if img.ID != want {
+			t.Errorf("%s: ID %s", name, img.ID)
+		}
+	}
+	for name, auth := range map[string]*imageservice.Auth{
+		"anonymous":      nil,
+		"wrong identity": {IdentityToken: "nope"},
+		"other server":   {Username: "berth", Password: "pw", ServerAddress: "registry.example.com"},
+	} {
+		s := newService(t, imageservice.Config{})
+		if _, err := s.Pull(ctx, reg.Ref("test/tok:latest"), auth, nil); err == nil {
+			t.Errorf("%s: pull succeeded", name)
+		}
+	}
+}
+
+func TestHostsTLS(t *testing.T) {
+	ctx := context.Background()
+	reg := testregistry.Start(t, testregistry.Options{TLS: true})
+	reg.MustPush(t, "test/tls:latest", busybox(t))
+	write := func(body string) string {
+		dir := t.TempDir()
+		hd := filepath.Join(dir, reg.Host)
+		if err := os.MkdirAll(hd, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(hd, "ca.pem"), reg.CACertPEM(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(hd, "hosts.toml"), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	server := fmt.Sprintf("server = %q\n", reg.URL())
+	for name, tc := range map[string]struct {
+		hosts string
+		ok    bool
+	}{
+		"ca":               {server + "ca = \"ca.pem\"\n", true},
+		"skip_verify":      {server + "skip_verify = true\n", true},
+		"untrusted":        {server, false},
+		"mirror ca list":   {"server = \"http://127.0.0.1:1\"\n[host.\"" + reg.URL() + "\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = [\"ca.pem\"]\n", true},
+		"mirror pull only": {"server = \"http://127.0.0.1:1\"\n[host.\"" + reg.URL() + "\"]\n  capabilities = [\"pull\"]\n  skip_verify = true\n", false},
+	} {
+		s := newService(t, imageservice.Config{RegistryConfigPath: write(tc.hosts)})
+		_, err := s.Pull(ctx, reg.Ref("test/tls:latest"), nil, nil)
+		if tc.ok && err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if !tc.ok && err == nil {
+			t.Errorf("%s: pull succeeded", name)
+		}
+		if err != nil {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}

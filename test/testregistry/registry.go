@@ -6,16 +6,25 @@ package testregistry
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,6 +38,16 @@ type Options struct {
 	// Username and Password, when Username is set, require HTTP basic auth
 	// on every request (the /v2/ ping answers 401 with a Basic challenge).
 	Username, Password string
+	// Token switches to bearer token auth, as Docker Hub does: requests
+	// need "Authorization: Bearer <Token()>", and the 401 challenge points
+	// to /token on the same server, which hands out the token for basic auth
+	// with Username/Password, or for an OAuth2 refresh_token grant with
+	// IdentityToken.
+	Token         bool
+	IdentityToken string
+	// TLS serves HTTPS with a self-signed certificate for 127.0.0.1 and
+	// localhost; CACertPEM returns it.
+	TLS bool
 	// Logf, when set, receives one line per request (for example t.Logf).
 	Logf func(format string, args ...any)
 }
@@ -47,7 +66,21 @@ type Registry struct {
 
 	mu     sync.Mutex
 	counts map[string]int
+
+	token  string
+	caPEM  []byte
+	scheme string
 }
+
+// Token returns the bearer token the registry accepts in Token mode (what
+// the CRI calls a registry token).
+func (r *Registry) Token() string { return r.token }
+
+// CACertPEM returns the certificate of a TLS registry, to trust it.
+func (r *Registry) CACertPEM() []byte { return r.caPEM }
+
+// URL returns the registry's base URL, "http://127.0.0.1:PORT" or https.
+func (r *Registry) URL() string { return r.scheme + "://" + r.Host }
 
 // Start starts a registry and closes it when the test ends.
 func Start(t testing.TB, opts Options) *Registry {
@@ -72,9 +105,21 @@ func StartServer(opts Options) (*Registry, error) {
 		ln:     ln,
 		closed: make(chan struct{}),
 		counts: map[string]int{},
+		token:  crand.Text(),
+		scheme: "http",
 	}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	r.srv = &http.Server{Handler: r.wrap(inner)}
+	r.srv = &http.Server{Handler: r.wrap(inner), ErrorLog: log.New(io.Discard, "", 0)}
+	if opts.TLS {
+		cert, caPEM, err := selfSigned()
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		r.caPEM = caPEM
+		r.scheme = "https"
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	}
 	go func() { _ = r.srv.Serve(ln) }()
 	return r, nil
 }
@@ -100,7 +145,11 @@ func (r *Registry) wrap(inner http.Handler) http.Handler {
 		if r.opts.Logf != nil {
 			r.opts.Logf("testregistry %s: %s %s", r.Host, req.Method, req.URL.Path)
 		}
-		if r.opts.Username != "" {
+		if r.opts.Token {
+			if !r.tokenAuth(w, req) {
+				return
+			}
+		} else if r.opts.Username != "" {
 			u, p, ok := req.BasicAuth()
 			if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(r.opts.Username)) != 1 ||
 				subtle.ConstantTimeCompare([]byte(p), []byte(r.opts.Password)) != 1 {
@@ -180,6 +229,13 @@ func (r *Registry) parse(repoAndTag string) (name.Reference, []remote.Option, er
 	if r.opts.Username != "" {
 		opts = append(opts, remote.WithAuth(&authn.Basic{Username: r.opts.Username, Password: r.opts.Password}))
 	}
+	if r.opts.TLS {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(r.caPEM)
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+		opts = append(opts, remote.WithTransport(tr))
+	}
 	return ref, opts, nil
 }
 
@@ -225,4 +281,69 @@ func (r *Registry) MustPush(t testing.TB, repoAndTag string, img v1.Image) strin
 		t.Fatal(err)
 	}
 	return ref
+}
+
+// tokenAuth serves /token and checks bearer tokens; it reports whether the
+// request may go on to the registry.
+func (r *Registry) tokenAuth(w http.ResponseWriter, req *http.Request) bool {
+	if req.URL.Path == "/token" {
+		ok := false
+		if u, p, has := req.BasicAuth(); has && r.opts.Username != "" &&
+			subtle.ConstantTimeCompare([]byte(u), []byte(r.opts.Username)) == 1 &&
+			subtle.ConstantTimeCompare([]byte(p), []byte(r.opts.Password)) == 1 {
+			ok = true
+		}
+		if req.Method == http.MethodPost && req.ParseForm() == nil && r.opts.IdentityToken != "" &&
+			req.PostForm.Get("grant_type") == "refresh_token" &&
+			subtle.ConstantTimeCompare([]byte(req.PostForm.Get("refresh_token")), []byte(r.opts.IdentityToken)) == 1 {
+			ok = true
+		}
+		if !ok {
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"token":%q,"access_token":%q,"expires_in":300}`, r.token, r.token)
+		return false
+	}
+	if req.Header.Get("Authorization") == "Bearer "+r.token {
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="berth-test"`, r.URL()))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+	return false
+}
+
+// selfSigned makes a certificate for 127.0.0.1, ::1 and localhost.
+func selfSigned() (tls.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "berth-test registry"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		DNSNames:              []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	return cert, certPEM, err
 }
