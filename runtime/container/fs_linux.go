@@ -36,14 +36,24 @@ func openIn(root int, p string, flags uint64) (int, error) {
 }
 
 // mkdirAllIn makes directory p (and its parents) below root and returns an
-// O_PATH fd of it.
+// O_PATH fd of it. Dangling symlinks on the way are followed, inside root.
 func mkdirAllIn(root int, p string, mode uint32) (int, error) {
+	return mkdirAllDepth(root, p, mode, 0)
+}
+
+// Linux's own limit on symlinks followed in one lookup.
+const maxSymlinks = 40
+
+func mkdirAllDepth(root int, p string, mode uint32, depth int) (int, error) {
 	fd, err := openIn(root, p, unix.O_PATH|unix.O_DIRECTORY)
 	if err == nil || !errors.Is(err, unix.ENOENT) {
 		return fd, err
 	}
+	if depth > maxSymlinks {
+		return -1, &os.PathError{Op: "mkdir", Path: p, Err: unix.ELOOP}
+	}
 	parentPath, base := path.Split(path.Clean("/" + p))
-	parent, err := mkdirAllIn(root, parentPath, mode)
+	parent, err := mkdirAllDepth(root, parentPath, mode, depth+1)
 	if err != nil {
 		return -1, err
 	}
@@ -51,32 +61,56 @@ func mkdirAllIn(root int, p string, mode uint32) (int, error) {
 	if err := unix.Mkdirat(parent, base, mode); err != nil && err != unix.EEXIST {
 		return -1, &os.PathError{Op: "mkdirat", Path: p, Err: err}
 	}
+	if next, ok := danglingLink(parent, parentPath, base); ok {
+		return mkdirAllDepth(root, next, mode, depth+1)
+	}
 	// Re-resolve from the root: base may have been created as a symlink by
 	// someone else meanwhile, and that must still resolve inside.
 	return openIn(root, p, unix.O_PATH|unix.O_DIRECTORY)
 }
 
+// danglingLink reports where base (in parent, at parentPath) points if it is
+// a symlink, as a path to resolve again below the root.
+func danglingLink(parent int, parentPath, base string) (string, bool) {
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(parent, base, buf)
+	if err != nil {
+		return "", false
+	}
+	target := string(buf[:n])
+	if !path.IsAbs(target) {
+		target = path.Join(parentPath, target)
+	}
+	return target, true
+}
+
 // mkfileIn makes sure a non-directory exists at p below root (creating an
 // empty regular file) and returns an O_PATH fd of it.
 func mkfileIn(root int, p string) (int, error) {
-	fd, err := openIn(root, p, unix.O_PATH)
-	if err == nil || !errors.Is(err, unix.ENOENT) {
-		return fd, err
+	for depth := 0; ; depth++ {
+		fd, err := openIn(root, p, unix.O_PATH)
+		if err == nil || !errors.Is(err, unix.ENOENT) {
+			return fd, err
+		}
+		if depth > maxSymlinks {
+			return -1, &os.PathError{Op: "create", Path: p, Err: unix.ELOOP}
+		}
+		parentPath, base := path.Split(path.Clean("/" + p))
+		parent, err := mkdirAllIn(root, parentPath, 0o755)
+		if err != nil {
+			return -1, err
+		}
+		f, err := unix.Openat(parent, base, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err == nil {
+			unix.Close(f)
+		} else if err != unix.EEXIST {
+			unix.Close(parent)
+			return -1, &os.PathError{Op: "create", Path: p, Err: err}
+		} else if next, ok := danglingLink(parent, parentPath, base); ok {
+			p = next
+		}
+		unix.Close(parent)
 	}
-	parentPath, base := path.Split(path.Clean("/" + p))
-	parent, err := mkdirAllIn(root, parentPath, 0o755)
-	if err != nil {
-		return -1, err
-	}
-	defer unix.Close(parent)
-	f, err := unix.Openat(parent, base, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-	if err != nil && err != unix.EEXIST {
-		return -1, &os.PathError{Op: "create", Path: p, Err: err}
-	}
-	if err == nil {
-		unix.Close(f)
-	}
-	return openIn(root, p, unix.O_PATH)
 }
 
 // isDirFd reports whether fd is a directory.
