@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -64,7 +65,9 @@ type realNet struct {
 	confDir, dataDir, cacheDir, bridge, netName string
 }
 
-func newRealNet(t *testing.T) *realNet {
+func newRealNet(t *testing.T) *realNet { return newRealNetB(t) }
+
+func newRealNetB(t testing.TB) *realNet {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -104,7 +107,7 @@ func newRealNet(t *testing.T) *realNet {
 	return rn
 }
 
-func (rn *realNet) manager(t *testing.T) *cni.Manager {
+func (rn *realNet) manager(t testing.TB) *cni.Manager {
 	t.Helper()
 	m, err := cni.New(cni.Config{ConfDir: rn.confDir, BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"}, CacheDir: rn.cacheDir})
 	if err != nil {
@@ -266,4 +269,49 @@ func unsharePinnerCleanup(root string) error {
 		_ = unix.Unmount(mounts[i], unix.MNT_DETACH)
 	}
 	return nil
+}
+
+// BenchmarkRunStopRemove measures a pod sandbox's Run, Stop and Remove with
+// the real CNI bridge chain and namespace pins by unshare(1); the monitor
+// and cgroups are fakes (runtime/ and cgroupmgr/ measure theirs).
+func BenchmarkRunStopRemove(b *testing.B) {
+	rn := newRealNetB(b)
+	f := newFakes()
+	root := b.TempDir()
+	b.Cleanup(func() { _ = unsharePinnerCleanup(root) })
+	m, err := New(Config{
+		RootDir:    filepath.Join(root, "records"),
+		StateDir:   filepath.Join(root, "state"),
+		Namespaces: unsharePinner{},
+		Monitor:    f,
+		Cgroups:    f,
+		Network:    rn.manager(b),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	var run, stop, remove time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s := time.Now()
+		p, err := m.Run(ctx, req(fmt.Sprintf("bench-%d", i)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		run += time.Since(s)
+		s = time.Now()
+		if err := m.Stop(ctx, p.ID); err != nil {
+			b.Fatal(err)
+		}
+		stop += time.Since(s)
+		s = time.Now()
+		if err := m.Remove(ctx, p.ID); err != nil {
+			b.Fatal(err)
+		}
+		remove += time.Since(s)
+	}
+	b.ReportMetric(float64(run.Microseconds())/float64(b.N)/1000, "run-ms/op")
+	b.ReportMetric(float64(stop.Microseconds())/float64(b.N)/1000, "stop-ms/op")
+	b.ReportMetric(float64(remove.Microseconds())/float64(b.N)/1000, "remove-ms/op")
 }

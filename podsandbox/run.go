@@ -238,14 +238,17 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 		undo.push(func(ctx context.Context) error { return m.cfg.Cgroups.Delete(ctx, p.CgroupParent) })
 	}
 
-	if err := writeFileAtomic(p.HostnamePath, []byte(p.Hostname+"\n"), 0o644); err != nil {
+	// The pod's files are written once into its fresh dir, which no one
+	// reads before Run returns, and which lives on /run: no temp file,
+	// rename or fsync needed. Only the record (below) must be durable.
+	if err := os.WriteFile(p.HostnamePath, []byte(p.Hostname+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("hostname file: %w", err)
 	}
 	resolv, err := resolvConf(req.DNS, m.cfg.HostResolvConf)
 	if err != nil {
 		return nil, fmt.Errorf("resolv.conf: %w", err)
 	}
-	if err := writeFileAtomic(p.ResolvConfPath, resolv, 0o644); err != nil {
+	if err := os.WriteFile(p.ResolvConfPath, resolv, 0o644); err != nil {
 		return nil, fmt.Errorf("resolv.conf: %w", err)
 	}
 
@@ -290,7 +293,7 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 	} else {
 		hosts = hostsFile(p.Hostname, p.IPs)
 	}
-	if err := writeFileAtomic(p.HostsPath, hosts, 0o644); err != nil {
+	if err := os.WriteFile(p.HostsPath, hosts, 0o644); err != nil {
 		return nil, fmt.Errorf("hosts file: %w", err)
 	}
 
