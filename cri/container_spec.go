@@ -138,7 +138,9 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 			Cwd:             cwd,
 			Capabilities:    caps,
 			NoNewPrivileges: sc.GetNoNewPrivs() && !privileged,
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}},
+			// No rlimits: containers inherit berthd's, as with containerd 2.
+			// Raising a hard limit needs CAP_SYS_RESOURCE, which a node's
+			// runtime may not have.
 		},
 		Root:        &specs.Root{Path: in.Rootfs, Readonly: sc.GetReadonlyRootfs()},
 		Annotations: cfg.GetAnnotations(),

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
-	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/config"
 	"github.com/berth-dev/berth/cri"
 	"github.com/berth-dev/berth/version"
@@ -31,25 +30,20 @@ func serve(ctx context.Context, cfg config.Config) error {
 		}
 	}
 
-	network, err := cni.New(cni.Config{
-		ConfDir:  cfg.CNI.ConfDir,
-		BinDirs:  cfg.CNI.BinDirs,
-		CacheDir: filepath.Join(cfg.Root, "cni"),
-	})
-	if err != nil {
-		return err
-	}
-
-	handlers := []string{""}
-	for name := range cfg.Runtime.Handlers {
-		handlers = append(handlers, name)
-	}
-	svc := cri.New(cri.Deps{Network: network, RuntimeHandlers: handlers})
-
+	// Take the socket first: a second berthd on the same socket must fail
+	// on that, before it touches the store the first one holds. Clients that
+	// connect while the core starts wait in the listen backlog.
 	lis, err := listen(cfg.Socket)
 	if err != nil {
 		return err
 	}
+	defer lis.Close()
+	c, err := wire(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	svc := c.svc
 	srv := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(cri.StreamInterceptor),
