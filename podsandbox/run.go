@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -141,7 +142,8 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 	}
 	p.Hostname = req.Hostname
 	if p.Hostname == "" {
-		p.Hostname = req.Name
+		// A pod name may be longer than a hostname can be (64 bytes).
+		p.Hostname = strings.TrimRight(req.Name[:min(len(req.Name), 63)], "-.")
 		if req.HostNetwork {
 			if p.Hostname, err = os.Hostname(); err != nil {
 				return nil, err
@@ -306,7 +308,7 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 	undo.push(func(context.Context) error { return os.Remove(m.recordPath(id)) })
 
 	m.mu.Lock()
-	m.pods[id] = &entry{pod: p}
+	m.pods[id] = &entry{pod: clonePod(p)} // not aliasing the caller's maps
 	m.mu.Unlock()
 	klog.InfoS("Pod sandbox ready", "podSandboxID", id, "pod", klog.KRef(req.Namespace, req.Name), "ips", p.IPs)
 	return clonePod(p), nil
