@@ -32,6 +32,8 @@ import (
 const (
 	whiteoutPrefix = ".wh."
 	opaqueMarker   = ".wh..wh..opq"
+	// whiteoutMetaPrefix starts AUFS's own bookkeeping entries.
+	whiteoutMetaPrefix = ".wh..wh."
 )
 
 // ErrUnsafeEntry is returned (wrapped) for an entry that would escape the root.
@@ -236,6 +238,11 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) (int64, error) {
 	}
 	dirRel, base := path.Split(rel)
 	dirRel = strings.TrimSuffix(dirRel, "/")
+	if base != opaqueMarker && strings.Contains("/"+rel, "/"+whiteoutMetaPrefix) {
+		// AUFS metadata (.wh..wh.plnk, .wh..wh.aufs) has no meaning for
+		// overlayfs; docker skips it too.
+		return 0, nil
+	}
 	pfd, err := x.parent(dirRel)
 	if err != nil {
 		return 0, err

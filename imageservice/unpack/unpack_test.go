@@ -190,3 +190,25 @@ func TestMaliciousLayers(t *testing.T) {
 		t.Errorf("%d entries in the base dir, want %d", len(entries), len(cases)+1)
 	}
 }
+
+func TestAufsMetadataSkipped(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	err := apply(t, dir, []testimages.File{
+		{Name: ".wh..wh.plnk/", Type: tar.TypeDir, Mode: 0o700},
+		{Name: ".wh..wh.plnk/123.456", Type: tar.TypeReg, Mode: 0o644},
+		{Name: "a/.wh..wh.aufs", Type: tar.TypeReg, Mode: 0o644},
+		{Name: "a/f", Type: tar.TypeReg, Mode: 0o644, Content: []byte("f")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{".wh..wh.plnk", ".wh.plnk", "a/.wh.aufs", "a/.wh..wh.aufs"} {
+		if _, err := os.Lstat(filepath.Join(dir, p)); !os.IsNotExist(err) {
+			t.Errorf("%s exists: %v", p, err)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "a/f")); err != nil || string(b) != "f" {
+		t.Errorf("a/f: %q %v", b, err)
+	}
+}

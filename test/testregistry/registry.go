@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -62,7 +63,7 @@ type Registry struct {
 	ln     net.Listener
 	closed chan struct{}
 	once   sync.Once
-	stall  atomic.Bool
+	stall  atomic.Pointer[stallSpec]
 
 	mu     sync.Mutex
 	counts map[string]int
@@ -132,10 +133,64 @@ func (r *Registry) Close() {
 	})
 }
 
+type stallSpec struct {
+	after   int64
+	digests map[string]bool // nil: every blob
+}
+
 // SetStall turns stall mode on or off. In stall mode a blob GET answers 200
-// with its headers and then sends nothing until the client goes away, the
-// mode is turned off, or the registry closes.
-func (r *Registry) SetStall(on bool) { r.stall.Store(on) }
+// with its headers and then sends nothing until the client goes away or the
+// registry closes.
+func (r *Registry) SetStall(on bool) {
+	if on {
+		r.stall.Store(&stallSpec{})
+	} else {
+		r.stall.Store(nil)
+	}
+}
+
+// StallBlobs turns stall mode on for the given blob digests (every blob when
+// none is given): a GET sends the first afterBytes bytes of the blob, then
+// hangs until the client goes away or the registry closes. SetStall(false)
+// ends it for later requests.
+func (r *Registry) StallBlobs(afterBytes int64, digests ...string) {
+	sp := &stallSpec{after: afterBytes}
+	if len(digests) > 0 {
+		sp.digests = map[string]bool{}
+		for _, d := range digests {
+			sp.digests[d] = true
+		}
+	}
+	r.stall.Store(sp)
+}
+
+// stallWriter passes the first n body bytes through, then blocks.
+type stallWriter struct {
+	http.ResponseWriter
+	n      int64
+	done   <-chan struct{}
+	closed <-chan struct{}
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) <= w.n {
+		w.n -= int64(len(p))
+		return w.ResponseWriter.Write(p)
+	}
+	k, err := w.ResponseWriter.Write(p[:w.n])
+	w.n = 0
+	if err != nil {
+		return k, err
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	select {
+	case <-w.done:
+	case <-w.closed:
+	}
+	return k, errors.New("stalled")
+}
 
 func (r *Registry) wrap(inner http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -160,17 +215,23 @@ func (r *Registry) wrap(inner http.Handler) http.Handler {
 				return
 			}
 		}
-		if r.stall.Load() && req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
-			w.Header().Set("Content-Type", "application/octet-stream")
-			w.WriteHeader(http.StatusOK)
-			if f, ok := w.(http.Flusher); ok {
-				f.Flush()
+		if sp := r.stall.Load(); sp != nil && req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
+			_, dgst, _ := strings.Cut(req.URL.Path, "/blobs/")
+			if sp.digests == nil || sp.digests[dgst] {
+				if sp.after == 0 {
+					w.Header().Set("Content-Type", "application/octet-stream")
+					w.WriteHeader(http.StatusOK)
+					if f, ok := w.(http.Flusher); ok {
+						f.Flush()
+					}
+					select {
+					case <-req.Context().Done():
+					case <-r.closed:
+					}
+					return
+				}
+				w = &stallWriter{ResponseWriter: w, n: sp.after, done: req.Context().Done(), closed: r.closed}
 			}
-			select {
-			case <-req.Context().Done():
-			case <-r.closed:
-			}
-			return
 		}
 		inner.ServeHTTP(w, req)
 	})

@@ -117,3 +117,42 @@ func TestIndexPush(t *testing.T) {
 		t.Fatalf("platform selection picked %s, want %s", gd, wd)
 	}
 }
+
+func TestStallAfterBytes(t *testing.T) {
+	reg := testregistry.Start(t, testregistry.Options{})
+	img, err := testimages.Busybox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.MustPush(t, "test/bb:latest", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	cd, _ := img.ConfigName()
+	reg.StallBlobs(1000, ld.String())
+	// Another blob is not stalled.
+	resp, err := http.Get("http://" + reg.Host + "/v2/test/bb/blobs/" + cd.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || len(b) == 0 {
+		t.Fatalf("config blob: %d bytes, %v", len(b), err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+reg.Host+"/v2/test/bb/blobs/"+ld.String(), nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 1000)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatalf("first 1000 bytes: %v", err)
+	}
+	cancel()
+	if rest, err := io.ReadAll(resp.Body); err == nil || len(rest) != 0 {
+		t.Fatalf("after the stall point: %d more bytes, err %v", len(rest), err)
+	}
+}
