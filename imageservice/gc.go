@@ -16,25 +16,35 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// GC removes blobs and layer snapshots that no image and no container rootfs
-// references. It waits for pulls and rootfs preparations in progress.
+// GC removes blobs and layer snapshots that no image, no container rootfs
+// and no pull in progress references.
 func (s *Service) GC(ctx context.Context) error {
-	s.gcLock.Lock()
-	defer s.gcLock.Unlock()
-	return s.gcLocked(ctx)
-}
-
-// tryGC collects garbage unless a pull or rootfs preparation is running, in
-// which case it leaves the garbage for the next GC rather than wait.
-func (s *Service) tryGC(ctx context.Context) error {
-	if !s.gcLock.TryLock() {
-		return nil
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	victims, err := s.gcCollect(ctx)
+	// Victims were moved into tmp/ under the lease lock; deleting them
+	// (possibly big trees) happens without it.
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
 	}
-	defer s.gcLock.Unlock()
-	return s.gcLocked(ctx)
+	for _, v := range victims {
+		if err := os.RemoveAll(v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(victims) > 0 {
+		klog.V(2).InfoS("Image garbage collection", "removed", len(victims))
+	}
+	return errors.Join(errs...)
 }
 
-func (s *Service) gcLocked(ctx context.Context) error {
+// gcCollect decides what is garbage and moves it into tmp/, holding
+// leaseMu throughout: a pull either leased a key before (kept) or leases it
+// after the move (and then finds it absent and fetches it again).
+func (s *Service) gcCollect(ctx context.Context) ([]string, error) {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
 	keepBlobs := map[string]bool{}
 	keepSnaps := map[string]bool{}
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -67,15 +77,15 @@ func (s *Service) gcLocked(ctx context.Context) error {
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("image gc: %w", err)
+		return nil, fmt.Errorf("image gc: %w", err)
 	}
 
 	var errs []error
-	removed := 0
+	var victims []string
 	for _, spec := range []struct {
-		dir  string
-		keep map[string]bool
-	}{{s.blobDir(), keepBlobs}, {s.snapshotsDir(), keepSnaps}} {
+		dir, kind string
+		keep      map[string]bool
+	}{{s.blobDir(), "blob", keepBlobs}, {s.snapshotsDir(), "snap", keepSnaps}} {
 		entries, err := os.ReadDir(spec.dir)
 		if err != nil {
 			errs = append(errs, err)
@@ -83,24 +93,24 @@ func (s *Service) gcLocked(ctx context.Context) error {
 		}
 		for _, e := range entries {
 			if err := ctx.Err(); err != nil {
-				return err
+				return victims, err
 			}
-			if spec.keep["sha256:"+e.Name()] {
+			key := "sha256:" + e.Name()
+			if spec.keep[key] || s.leased[key] > 0 {
 				continue
 			}
 			// Snapshots are only ever lower dirs, never mount points, so
 			// removing one cannot reach through a mount.
-			if err := os.RemoveAll(filepath.Join(spec.dir, e.Name())); err != nil {
+			// An uncompressed layer's blob and snapshot share a name.
+			v := filepath.Join(s.tmpDir(), "gc-"+spec.kind+"-"+e.Name())
+			if err := os.Rename(filepath.Join(spec.dir, e.Name()), v); err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			removed++
+			victims = append(victims, v)
 		}
 	}
-	if removed > 0 {
-		klog.V(2).InfoS("Image garbage collection", "removed", removed)
-	}
-	return errors.Join(errs...)
+	return victims, errors.Join(errs...)
 }
 
 // FsUsage is the space the image store uses.

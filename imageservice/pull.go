@@ -63,9 +63,14 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth, progress fun
 	}
 	start := time.Now()
 
-	// Nothing this pull makes may be collected before it is recorded.
-	s.gcLock.RLock()
-	defer s.gcLock.RUnlock()
+	// Everything this pull uses is leased against GC until it is recorded.
+	var releases []func()
+	defer func() {
+		for _, r := range releases {
+			r()
+		}
+	}()
+	lease := func(keys ...string) { releases = append(releases, s.lease(keys...)) }
 
 	// Resolve the reference to a manifest.
 	report(Progress{Status: ProgressResolving})
@@ -102,6 +107,7 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth, progress fun
 		return nil, fmt.Errorf("pulling %s: %w", r, errors.Join(errs...))
 	}
 	topDigest := mdg
+	lease(mdg)
 	if err := s.writeBlob(mdg, mb); err != nil {
 		return nil, err
 	}
@@ -120,6 +126,7 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth, progress fun
 			return nil, fmt.Errorf("pulling %s: %w", r, err)
 		}
 		mdg = desc.Digest.String()
+		lease(mdg)
 		if err := s.writeBlob(mdg, mb); err != nil {
 			return nil, err
 		}
@@ -132,6 +139,7 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth, progress fun
 		return nil, fmt.Errorf("pulling %s: manifest: %w", r, err)
 	}
 
+	lease(m.Config.Digest.String())
 	cb, err := s.fetchSmallBlob(ctx, pullRepos, m.Config, report)
 	if err != nil {
 		return nil, fmt.Errorf("pulling %s: config: %w", r, err)
@@ -146,6 +154,9 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth, progress fun
 
 	// Layers: downloaded in parallel (bounded by the semaphore), each
 	// decompressed and unpacked as it streams in.
+	for i, l := range m.Layers {
+		lease(l.Digest.String(), cfg.RootFS.DiffIDs[i].String())
+	}
 	layerErrs := make([]error, len(m.Layers))
 	var wg sync.WaitGroup
 	for i, desc := range m.Layers {

@@ -46,13 +46,17 @@ func (s *Service) PrepareRootfs(ctx context.Context, containerID, imageRef strin
 	if !containerIDRE.MatchString(containerID) {
 		return "", fmt.Errorf("container ID %q: %w", containerID, errdefs.ErrInvalidArgument)
 	}
-	s.gcLock.RLock()
-	defer s.gcLock.RUnlock()
-
 	img, err := s.Get(ctx, imageRef)
 	if err != nil {
 		return "", err
 	}
+	// Until the rootfs record below names the layers, a lease keeps GC off
+	// them (the image may be removed meanwhile).
+	var keys []string
+	for _, l := range img.Layers {
+		keys = append(keys, l.DiffID)
+	}
+	defer s.lease(keys...)()
 	dir := s.rootfsDir(containerID)
 	target := filepath.Join(dir, "rootfs")
 	if ok, err := isMountPoint(target); err != nil {

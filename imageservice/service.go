@@ -126,9 +126,13 @@ type Service struct {
 	sem       chan struct{} // bounds concurrent layer downloads
 	flights   flightGroup
 
-	// gcLock: pulls and rootfs preparation hold it shared while they make
-	// things that metadata does not reference yet; GC holds it exclusively.
-	gcLock sync.RWMutex
+	// Leases protect what pulls and rootfs preparations use before the
+	// metadata references it (blob digests, diff IDs) from GC, without a
+	// global lock: GC holds leaseMu only to decide and to move its victims
+	// aside, never while it deletes.
+	leaseMu sync.Mutex
+	leased  map[string]int
+	gcMu    sync.Mutex // one GC at a time
 	// metaMu serializes read-modify-write of image records.
 	metaMu sync.Mutex
 }
@@ -158,6 +162,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		sem:       make(chan struct{}, cfg.MaxConcurrentDownloads),
 	}
 	s.flights.m = map[string]*flight{}
+	s.leased = map[string]int{}
 	// A crash can leave tmp/ with partial files and dirs; nothing is ever
 	// mounted there, so removing it is safe.
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
@@ -336,8 +341,7 @@ func (s *Service) List(ctx context.Context, filter string) ([]*Image, error) {
 // By tag it removes that tag, and the image once no tag is left; by repo
 // digest likewise for that digest. An absent image is not an error (CRI:
 // "This call is idempotent"). Blobs and snapshots no longer referenced are
-// garbage collected before it returns, unless a pull is running (then the
-// next GC gets them).
+// garbage collected before it returns.
 func (s *Service) Remove(ctx context.Context, ref string) error {
 	s.metaMu.Lock()
 	deleted := false
@@ -373,7 +377,7 @@ func (s *Service) Remove(ctx context.Context, ref string) error {
 		return fmt.Errorf("removing image %q: %w", ref, err)
 	}
 	if deleted {
-		return s.tryGC(ctx)
+		return s.GC(ctx)
 	}
 	return nil
 }
@@ -389,4 +393,22 @@ func loadImagesTx(tx *bolt.Tx) ([]*Image, error) {
 		return nil
 	})
 	return out, err
+}
+
+// lease marks keys (digests, diff IDs) in use until release is called.
+func (s *Service) lease(keys ...string) (release func()) {
+	s.leaseMu.Lock()
+	for _, k := range keys {
+		s.leased[k]++
+	}
+	s.leaseMu.Unlock()
+	return func() {
+		s.leaseMu.Lock()
+		for _, k := range keys {
+			if s.leased[k]--; s.leased[k] <= 0 {
+				delete(s.leased, k)
+			}
+		}
+		s.leaseMu.Unlock()
+	}
 }

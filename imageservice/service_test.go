@@ -747,3 +747,62 @@ func TestHostsTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestGCDuringPulls runs GC over and over while images are pulled and
+// removed; every image that ends up recorded must have all its layers.
+func TestGCDuringPulls(t *testing.T) {
+	ctx := context.Background()
+	reg := testregistry.Start(t, testregistry.Options{})
+	s := newService(t, imageservice.Config{})
+	multi, _, err := testimages.MultiLayer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.MustPush(t, "test/multi:latest", multi)
+	reg.MustPush(t, "test/bb:latest", busybox(t))
+
+	stop := make(chan struct{})
+	gcDone := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				gcDone <- nil
+				return
+			default:
+			}
+			if err := s.GC(ctx); err != nil {
+				gcDone <- err
+				return
+			}
+		}
+	}()
+	for i := range 10 {
+		ref := reg.Ref("test/multi:latest")
+		if i%2 == 1 {
+			ref = reg.Ref("test/bb:latest")
+		}
+		img, err := s.Pull(ctx, ref, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := fmt.Sprintf("berth-test-gc%d", i)
+		rootfs, err := s.PrepareRootfs(ctx, id, img.ID)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if _, err := os.Stat(filepath.Join(rootfs, "bin/busybox")); err != nil {
+			t.Errorf("round %d: %v", i, err)
+		}
+		if err := s.RemoveRootfs(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Remove(ctx, img.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if err := <-gcDone; err != nil {
+		t.Fatal(err)
+	}
+}
