@@ -95,6 +95,8 @@ type Manager struct {
 	binDirs []string
 	lib     *libcni.CNIConfig
 
+	masq masquerader
+
 	mu sync.Mutex
 	// parsed caches config files by path, so a rescan only re-reads a file
 	// whose size or mtime changed.
@@ -218,6 +220,9 @@ func loadConfFile(path string) (*libcni.NetworkConfigList, error) {
 	if filepath.Ext(path) == ".conflist" {
 		list, err := libcni.NetworkConfFromFile(path)
 		if err != nil {
+			return nil, err
+		}
+		if _, err := masqueradeSubnets(list.Bytes); err != nil {
 			return nil, err
 		}
 		return stripTrailingLoopback(list)
@@ -349,6 +354,14 @@ func (m *Manager) Setup(ctx context.Context, sandboxID, netnsPath string, pod Po
 		return nil, err
 	}
 	rt := runtimeConf(sandboxID, netnsPath, podIfName, pod, ports)
+	masqSubnets, err := masqueradeSubnets(list.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	// The subnet's masquerade rule is needed once traffic flows, not for
+	// ADD: it is ensured beside the chain (a no-op after the first pod).
+	masqErr := make(chan error, 1)
+	go func() { masqErr <- m.masq.ensure(ctx, masqSubnets) }()
 
 	// The loopback ADD is independent of the pod network's chain, so it runs
 	// beside it: one plugin exec less on the pod-start critical path.
@@ -385,6 +398,9 @@ func (m *Manager) Setup(ctx context.Context, sandboxID, netnsPath string, pod Po
 	raw, addErr := m.lib.AddNetworkList(ctx, list, rt)
 	if err := <-loErr; err != nil && addErr == nil {
 		addErr = fmt.Errorf("loopback: %w", err)
+	}
+	if err := <-masqErr; err != nil && addErr == nil {
+		addErr = err
 	}
 	if addErr != nil {
 		return nil, fmt.Errorf("cni ADD of network %q for sandbox %s: %w", list.Name, sandboxID, addErr)

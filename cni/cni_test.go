@@ -99,6 +99,14 @@ func newTestEnv(t *testing.T, writeConf bool) *testEnv {
 			}
 		}
 	})
+	t.Cleanup(func() {
+		bin, rule := masqueradeRule(e.subnet)
+		if exec.Command(bin, append([]string{"-w", "-t", "nat", "-C"}, rule...)...).Run() == nil {
+			if err := RemoveMasquerade(context.Background(), e.subnet); err != nil {
+				t.Error(err)
+			}
+		}
+	})
 	if writeConf {
 		e.writeConf(t, "10-test.conflist", nil)
 	}
@@ -133,6 +141,38 @@ func (e *testEnv) writeConf(t *testing.T, name string, extra []map[string]any) {
 	if err := os.WriteFile(filepath.Join(e.confDir, name), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// writePluginMasqConf writes the default conflist changed to masquerade
+// the way most user configs do: the bridge plugin's own per-pod ipMasq
+// rules, which removeTaggedNATRules must clean when the plugin can't.
+func (e *testEnv) writePluginMasqConf(t *testing.T, onlyBridge bool) {
+	t.Helper()
+	data, err := DefaultConflist(e.netName, e.bridge, e.subnet.String(), e.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(data, &c); err != nil {
+		t.Fatal(err)
+	}
+	delete(c, masqueradeKey)
+	ps := c["plugins"].([]any)
+	ps[0].(map[string]any)["ipMasq"] = true
+	if onlyBridge {
+		c["plugins"] = ps[:1]
+	}
+	if data, err = json.Marshal(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.confDir, "10-test.conflist"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func masqueradeInstalled(subnet *net.IPNet) bool {
+	bin, rule := masqueradeRule(subnet)
+	return exec.Command(bin, append([]string{"-w", "-t", "nat", "-C"}, rule...)...).Run() == nil
 }
 
 // newNetNS makes a named network namespace and deletes it at the end.
@@ -359,7 +399,10 @@ func TestSetupTeardown(t *testing.T) {
 		t.Fatalf("lo not up in the pod: %s", out)
 	}
 	if n := natRulesFor(t, id); n == 0 {
-		t.Fatal("no nat rules for the sandbox (masquerade, hostport)")
+		t.Fatal("no nat rules for the sandbox's hostport")
+	}
+	if !masqueradeInstalled(e.subnet) {
+		t.Fatal("no masquerade rule for the pod subnet")
 	}
 	cached, err := e.m.CachedResult(id)
 	if err != nil || len(cached.IPs) != 1 || !cached.IPs[0].Equal(res.IPs[0]) {
@@ -402,7 +445,8 @@ func TestSetupTeardown(t *testing.T) {
 }
 
 func TestTeardownAfterNetNSGone(t *testing.T) {
-	e := newTestEnv(t, true)
+	e := newTestEnv(t, false)
+	e.writePluginMasqConf(t, false)
 	nsName, nsPath := newNetNS(t)
 	id := randHex(t, 32)
 	pod := PodMeta{Name: "p", Namespace: "ns", UID: "uid-2"}
@@ -414,6 +458,12 @@ func TestTeardownAfterNetNSGone(t *testing.T) {
 	}
 	veth := hostVeth(t, res)
 	t.Cleanup(func() { _ = e.m.Teardown(context.Background(), id, "", pod, ports) })
+	if masqueradeInstalled(e.subnet) {
+		t.Fatal("subnet masquerade installed for a config without berthMasquerade")
+	}
+	if out := run(t, "iptables-save", "-t", "nat"); !strings.Contains(out, id+`\"" -j MASQUERADE`) {
+		t.Fatalf("no per-pod masquerade rule from the bridge plugin:\n%s", out)
+	}
 	run(t, "ip", "netns", "del", nsName)
 	if err := e.m.Teardown(ctx, id, nsPath, pod, ports); err != nil {
 		t.Fatal(err)
@@ -471,22 +521,7 @@ func TestSetupWithoutConfig(t *testing.T) {
 // IPv4-only pods (containernetworking/plugins#819).
 func TestCheck(t *testing.T) {
 	e := newTestEnv(t, false)
-	data, err := DefaultConflist(e.netName, e.bridge, e.subnet.String(), e.dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c map[string]any
-	if err := json.Unmarshal(data, &c); err != nil {
-		t.Fatal(err)
-	}
-	ps := c["plugins"].([]any)
-	c["plugins"] = []any{ps[0]} // bridge only: berth brings lo up itself
-	if data, err = json.Marshal(c); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.confDir, "10-test.conflist"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	e.writePluginMasqConf(t, true) // bridge only: berth brings lo up itself
 	nsName, nsPath := newNetNS(t)
 	id := randHex(t, 32)
 	pod := PodMeta{Name: "p", Namespace: "ns", UID: "uid-4"}
@@ -528,16 +563,22 @@ func TestSplitRule(t *testing.T) {
 	}
 }
 
-// BenchmarkSetupTeardown measures one pod's CNI ADD (bridge, portmap and
-// loopback chain) and DEL with the default conflist.
+// BenchmarkSetupTeardown measures one pod's CNI ADD and DEL with the
+// default conflist, without and with a hostPort.
 func BenchmarkSetupTeardown(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
 	confDir, dataDir, cacheDir := b.TempDir(), b.TempDir(), b.TempDir()
 	bridge := "berth-test-bnch"
-	b.Cleanup(func() { _ = exec.Command("ip", "link", "del", bridge).Run() })
-	data, err := DefaultConflist("berth-test-bench", bridge, "10.89.254.0/24", dataDir)
+	_, subnet, _ := net.ParseCIDR("10.89.254.0/24")
+	b.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", bridge).Run()
+		if masqueradeInstalled(subnet) {
+			_ = RemoveMasquerade(context.Background(), subnet)
+		}
+	})
+	data, err := DefaultConflist("berth-test-bench", bridge, subnet.String(), dataDir)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -554,24 +595,33 @@ func BenchmarkSetupTeardown(b *testing.B) {
 	}
 	b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	ctx := context.Background()
-	ports := []PortMapping{{HostPort: 30999, ContainerPort: 80}}
-	var add, del time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		id := fmt.Sprintf("%064x", i+1)
-		start := time.Now()
-		if _, err := m.Setup(ctx, id, "/run/netns/"+ns, PodMeta{Name: "b", Namespace: "b", UID: "b"}, ports); err != nil {
-			b.Fatal(err)
-		}
-		add += time.Since(start)
-		start = time.Now()
-		if err := m.Teardown(ctx, id, "/run/netns/"+ns, PodMeta{Name: "b", Namespace: "b", UID: "b"}, ports); err != nil {
-			b.Fatal(err)
-		}
-		del += time.Since(start)
+	meta := PodMeta{Name: "b", Namespace: "b", UID: "b"}
+	for _, tc := range []struct {
+		name  string
+		ports []PortMapping
+	}{
+		{"hostPorts=0", nil},
+		{"hostPorts=1", []PortMapping{{HostPort: 30999, ContainerPort: 80}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var add, del time.Duration
+			for i := 0; i < b.N; i++ {
+				id := fmt.Sprintf("%064x", i+1)
+				start := time.Now()
+				if _, err := m.Setup(ctx, id, "/run/netns/"+ns, meta, tc.ports); err != nil {
+					b.Fatal(err)
+				}
+				add += time.Since(start)
+				start = time.Now()
+				if err := m.Teardown(ctx, id, "/run/netns/"+ns, meta, tc.ports); err != nil {
+					b.Fatal(err)
+				}
+				del += time.Since(start)
+			}
+			b.ReportMetric(float64(add.Microseconds())/float64(b.N)/1000, "add-ms/op")
+			b.ReportMetric(float64(del.Microseconds())/float64(b.N)/1000, "del-ms/op")
+		})
 	}
-	b.ReportMetric(float64(add.Microseconds())/float64(b.N)/1000, "add-ms/op")
-	b.ReportMetric(float64(del.Microseconds())/float64(b.N)/1000, "del-ms/op")
 }
 
 // TestParallelSetup starts pods side by side, as berthd does, and checks

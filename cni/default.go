@@ -20,10 +20,15 @@ const (
 )
 
 // DefaultConflist returns a CNI 1.0 conflist for a node-local pod network:
-// a bridge (the gateway, with masquerade for traffic leaving the node) with
-// host-local IPAM on subnet, portmap for hostPorts, and loopback to bring lo
-// up in the pod. Use bridge "" for DefaultBridge. dataDir, when not empty,
-// is host-local's lease directory (tests keep theirs apart).
+// a bridge (the pods' gateway) with host-local IPAM on subnet, portmap for
+// hostPorts, and loopback to bring lo up in the pod. Use bridge "" for
+// DefaultBridge. dataDir, when not empty, is host-local's lease directory
+// (tests keep theirs apart).
+//
+// Traffic leaving the node is masqueraded by one rule for the whole subnet
+// that Setup installs once (the "berthMasquerade" key, see masquerade.go),
+// not by the bridge plugin's ipMasq: that makes a chain and rules per pod,
+// about 40 ms of iptables runs on every ADD and 20 on every DEL here.
 func DefaultConflist(name, bridge, subnet, dataDir string) ([]byte, error) {
 	ip, ipnet, err := net.ParseCIDR(subnet)
 	if err != nil {
@@ -48,14 +53,15 @@ func DefaultConflist(name, bridge, subnet, dataDir string) ([]byte, error) {
 		ipam["dataDir"] = dataDir
 	}
 	conf := map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       name,
+		"cniVersion":  "1.0.0",
+		"name":        name,
+		masqueradeKey: []string{ipnet.String()},
 		"plugins": []any{
 			map[string]any{
 				"type":        "bridge",
 				"bridge":      bridge,
 				"isGateway":   true,
-				"ipMasq":      true,
+				"ipMasq":      false,
 				"hairpinMode": true,
 				"ipam":        ipam,
 			},

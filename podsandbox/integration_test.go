@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,7 +98,12 @@ func newRealNetB(t testing.TB) *realNet {
 			}
 		}
 	})
-	data, err := cni.DefaultConflist(rn.netName, rn.bridge, fmt.Sprintf("10.89.%d.0/24", n.Int64()+1), rn.dataDir)
+	_, subnet, _ := net.ParseCIDR(fmt.Sprintf("10.89.%d.0/24", n.Int64()+1))
+	t.Cleanup(func() {
+		// Installed by the first Setup on the subnet, if there was one.
+		_ = cni.RemoveMasquerade(context.Background(), subnet)
+	})
+	data, err := cni.DefaultConflist(rn.netName, rn.bridge, subnet.String(), rn.dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
