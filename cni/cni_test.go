@@ -676,3 +676,45 @@ func TestParallelSetup(t *testing.T) {
 		t.Fatalf("cache entries left: %d", len(ents))
 	}
 }
+
+// TestMasqueradeEgress checks that a pod reaches a network outside the node
+// that has no route back to the pod subnet: only the subnet's masquerade
+// rule makes the replies come back.
+func TestMasqueradeEgress(t *testing.T) {
+	e := newTestEnv(t, true)
+	podNS, podPath := newNetNS(t)
+	outNS, _ := newNetNS(t)
+	// The "outside": a netns behind a veth, 192.0.2.<n>/30, with no route
+	// to 10.89.0.0/16.
+	n := 4 * randInt(t, 60)
+	hostAddr, outAddr := fmt.Sprintf("192.0.2.%d", n+1), fmt.Sprintf("192.0.2.%d", n+2)
+	hostIf, outIf := fmt.Sprintf("berth-test-h%d", n), fmt.Sprintf("berth-test-o%d", n)
+	run(t, "ip", "link", "add", hostIf, "type", "veth", "peer", "name", outIf)
+	t.Cleanup(func() {
+		if linkExists(hostIf) {
+			_ = exec.Command("ip", "link", "del", hostIf).Run()
+		}
+	})
+	run(t, "ip", "link", "set", outIf, "netns", outNS)
+	run(t, "ip", "addr", "add", hostAddr+"/30", "dev", hostIf)
+	run(t, "ip", "link", "set", hostIf, "up")
+	run(t, "ip", "netns", "exec", outNS, "ip", "addr", "add", outAddr+"/30", "dev", outIf)
+	run(t, "ip", "netns", "exec", outNS, "ip", "link", "set", outIf, "up")
+
+	id := randHex(t, 32)
+	meta := PodMeta{Name: "p", Namespace: "ns", UID: "u"}
+	if _, err := e.m.Setup(context.Background(), id, podPath, meta, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.m.Teardown(context.Background(), id, podPath, meta, nil) })
+	if out, err := exec.Command("ip", "netns", "exec", podNS, "busybox", "ping", "-c1", "-W2", outAddr).CombinedOutput(); err != nil {
+		t.Fatalf("pod cannot reach the outside network: %v: %s", err, out)
+	}
+	// And without the rule it could not: the test can fail.
+	if err := RemoveMasquerade(context.Background(), e.subnet); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", podNS, "busybox", "ping", "-c1", "-W1", outAddr).CombinedOutput(); err == nil {
+		t.Fatalf("pod reached the outside without masquerade: %s", out)
+	}
+}
