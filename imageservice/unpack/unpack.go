@@ -197,7 +197,8 @@ func (x *extractor) remove(dirfd int, name string) error {
 	if !errors.Is(err, unix.EISDIR) {
 		return err
 	}
-	x.dropCache() // a cached fd could be inside the tree we remove
+	// The cache holds only the current entry's parent, dirfd itself, never
+	// something below name, so it stays valid.
 	return removeAllAt(dirfd, name)
 }
 
@@ -346,10 +347,6 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) (int64, error) {
 		}
 		defer unix.Close(tfd)
 		if err := x.remove(pfd, base); err != nil {
-			return 0, err
-		}
-		// pfd may have been dropped from the cache by remove; reopen.
-		if pfd, err = x.parent(dirRel); err != nil {
 			return 0, err
 		}
 		// No AT_SYMLINK_FOLLOW: a symlink target is linked itself, never

@@ -212,3 +212,35 @@ func TestAufsMetadataSkipped(t *testing.T) {
 		t.Errorf("a/f: %q %v", b, err)
 	}
 }
+
+// TestReplaceWithinLayer: later entries replace earlier ones of another type.
+func TestReplaceWithinLayer(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	err := apply(t, dir, []testimages.File{
+		{Name: "d/", Type: tar.TypeDir, Mode: 0o755},
+		{Name: "d/sub/", Type: tar.TypeDir, Mode: 0o755},
+		{Name: "d/sub/f", Mode: 0o644, Content: []byte("f")},
+		{Name: "d/sub", Mode: 0o644, Content: []byte("now a file")}, // dir → file
+		{Name: "d/x", Mode: 0o644, Content: []byte("x")},
+		{Name: "d/x/", Type: tar.TypeDir, Mode: 0o700}, // file → dir
+		{Name: "d/x/in", Mode: 0o644, Content: []byte("in")},
+		{Name: "l", Type: tar.TypeSymlink, Linkname: "d"},
+		{Name: "l/", Type: tar.TypeDir, Mode: 0o755}, // symlink → dir
+		{Name: "l/own", Mode: 0o644, Content: []byte("own")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"d/sub": "now a file", "d/x/in": "in", "l/own": "own"} {
+		if b, err := os.ReadFile(filepath.Join(dir, p)); err != nil || string(b) != want {
+			t.Errorf("%s: %q %v, want %q", p, b, err, want)
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "l")); err != nil || !fi.IsDir() {
+		t.Errorf("l: %v %v", fi, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "d/own")); !os.IsNotExist(err) {
+		t.Errorf("l/own went through the old symlink: %v", err)
+	}
+}
