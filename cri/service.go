@@ -7,6 +7,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"syscall"
 
@@ -42,6 +43,7 @@ type ContainerRuntime interface {
 	Wait(ctx context.Context, id string) (runtime.State, error)
 	Delete(ctx context.Context, id string) error
 	Exec(ctx context.Context, id string, opts runtime.ExecOptions) (int, error)
+	Attach(ctx context.Context, id string, stdin io.Reader, stdout, stderr io.Writer, resize <-chan runtime.TermSize) error
 	ReopenLog(ctx context.Context, id string) error
 	UpdateResources(ctx context.Context, id string, res *specs.LinuxResources) error
 }
@@ -82,6 +84,7 @@ type Service struct {
 
 	deps       Deps
 	containers *containerStore
+	stream     StreamServer
 	lastCap    int
 }
 

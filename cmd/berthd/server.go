@@ -50,8 +50,13 @@ func serve(ctx context.Context, cfg config.Config) error {
 	)
 	svc.Register(srv)
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(lis) }()
+	go func() {
+		if err := c.stream.Serve(); err != nil {
+			errc <- fmt.Errorf("stream server: %w", err)
+		}
+	}()
 	klog.InfoS("berthd serving the CRI", "socket", cfg.Socket, "version", version.Version(), "root", cfg.Root, "state", cfg.State)
 
 	select {

@@ -2,11 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"k8s.io/cri-streaming/pkg/streaming"
+	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/cgroupmgr"
 	"github.com/berth-dev/berth/cni"
@@ -22,13 +30,14 @@ import (
 type core struct {
 	svc    *cri.Service
 	images *imageservice.Service
+	stream *streamServer
 }
 
 func (c *core) Close() error {
-	if c.images != nil {
-		return c.images.Close()
+	if c.stream != nil {
+		_ = c.stream.Stop()
 	}
-	return nil
+	return c.images.Close()
 }
 
 // shimPath is the configured berth-shim, or the one beside berthd.
@@ -113,8 +122,79 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	return &core{svc: svc, images: images}, nil
+	stream, err := newStreamServer(cfg.Stream, svc.StreamRuntime())
+	if err != nil {
+		return nil, err
+	}
+	svc.SetStreamServer(stream)
+	// Serve only once what a crash left is reconciled (RuntimeReady).
+	if err := svc.Reconcile(ctx, reconciler{rt, images, pods}); err != nil {
+		klog.ErrorS(err, "Start-up reconciliation left some objects; they are retried at the next start")
+	}
+	return &core{svc: svc, images: images, stream: stream}, nil
 }
+
+// streamServer is the Exec/Attach/PortForward server on [stream]. berthd
+// listens itself, so the URLs it hands out carry the real port even when
+// the config asks for port 0, from the first request on.
+type streamServer struct {
+	streaming.Server
+	lis  net.Listener
+	http *http.Server
+	tls  bool
+}
+
+func newStreamServer(cfg config.Stream, rt streaming.Runtime) (*streamServer, error) {
+	sc := streaming.DefaultConfig
+	if cfg.IdleTimeout.Duration > 0 {
+		sc.StreamIdleTimeout = cfg.IdleTimeout.Duration
+	}
+	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("stream TLS: %w", err)
+		}
+		sc.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	lis, err := net.Listen("tcp", net.JoinHostPort(cfg.Address, cfg.Port))
+	if err != nil {
+		return nil, fmt.Errorf("stream server: %w", err)
+	}
+	sc.Addr = lis.Addr().String()
+	scheme := "http"
+	if sc.TLSConfig != nil {
+		scheme = "https"
+	}
+	sc.BaseURL = &url.URL{Scheme: scheme, Host: sc.Addr}
+	srv, err := streaming.NewServer(sc, rt)
+	if err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("stream server: %w", err)
+	}
+	return &streamServer{
+		Server: srv,
+		lis:    lis,
+		http:   &http.Server{Handler: srv, TLSConfig: sc.TLSConfig, ReadHeaderTimeout: 30 * time.Second},
+		tls:    sc.TLSConfig != nil,
+	}, nil
+}
+
+// Serve serves until Stop.
+func (s *streamServer) Serve() error {
+	var err error
+	if s.tls {
+		err = s.http.ServeTLS(s.lis, "", "")
+	} else {
+		err = s.http.Serve(s.lis)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Stop closes the listener and every stream.
+func (s *streamServer) Stop() error { return s.http.Close() }
 
 // podCgroups adapts cgroupmgr to podsandbox's CgroupManager.
 type podCgroups struct{ m *cgroupmgr.Manager }
@@ -125,3 +205,20 @@ func (p podCgroups) Create(ctx context.Context, path string, res *specs.LinuxRes
 }
 
 func (p podCgroups) Delete(ctx context.Context, path string) error { return p.m.Delete(ctx, path) }
+
+// reconciler gathers what cri.Reconcile needs from the core.
+type reconciler struct {
+	rt     *runtime.Runtime
+	images *imageservice.Service
+	pods   *podsandbox.Manager
+}
+
+func (r reconciler) ListRuntime(ctx context.Context) ([]runtime.Container, error) {
+	return r.rt.List(ctx)
+}
+
+func (r reconciler) RootfsIDs(ctx context.Context) ([]string, error) { return r.images.RootfsIDs(ctx) }
+
+func (r reconciler) CleanupPodOrphans(ctx context.Context, perPod time.Duration) error {
+	return r.pods.CleanupOrphans(ctx, perPod)
+}

@@ -44,12 +44,11 @@ func Build(ctx context.Context, dir string) (Binaries, error) {
 		Berth:  filepath.Join(dir, "berth"),
 		Shim:   filepath.Join(dir, "berth-shim"),
 	}
-	for pkg, out := range map[string]string{"./cmd/berthd": b.Berthd, "./cmd/berth": b.Berth, "./cmd/berth-shim": b.Shim} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-		cmd.Dir = RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-		}
+	// One go build for all three shares the compile work.
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/berthd", "./cmd/berth", "./cmd/berth-shim")
+	cmd.Dir = RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return b, fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	return b, nil
 }
