@@ -419,6 +419,11 @@ func TestSetupTeardown(t *testing.T) {
 	if got, err := httpGet(net.JoinHostPort(e.gateway.String(), fmt.Sprint(hostPort))); err != nil || got != "hello from the pod" {
 		t.Fatalf("hostPort: %q, %v", got, err)
 	}
+	// portmap marks connections from 127.0.0.1 for masquerade and turns on
+	// route_localnet, so the hostPort answers on localhost too.
+	if got, err := httpGet(net.JoinHostPort("127.0.0.1", fmt.Sprint(hostPort))); err != nil || got != "hello from the pod" {
+		t.Fatalf("hostPort on 127.0.0.1: %q, %v", got, err)
+	}
 
 	// A fresh Manager (a berthd restart) tears down from the cache.
 	m2, err := New(Config{ConfDir: e.confDir, BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"}, CacheDir: e.cacheDir})
