@@ -73,7 +73,7 @@ func TestMultiLayerLayers(t *testing.T) {
 	if st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 1 || unix.Minor(st.Rdev) != 3 {
 		t.Errorf("device node mode %o rdev %d:%d", st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev))
 	}
-	if fi, err := os.Stat(filepath.Join(dirs[1], "data/keep.txt")); err != nil || !fi.ModTime().Equal(testimages.Epoch) {
+	if fi, err := os.Stat(filepath.Join(dirs[1], "data/keep.txt")); err != nil || !fi.ModTime().Equal(testimages.Epoch()) {
 		t.Errorf("mtime %v %v", fi.ModTime(), err)
 	}
 	// layer 3: whiteouts and opaque dir

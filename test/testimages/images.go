@@ -60,7 +60,7 @@ func newImage(layers []v1.Layer, cfg v1.Config, arch string) (v1.Image, error) {
 	cf := &v1.ConfigFile{
 		Architecture: arch,
 		OS:           "linux",
-		Created:      v1.Time{Time: Epoch},
+		Created:      v1.Time{Time: Epoch()},
 		Config:       cfg,
 		RootFS:       v1.RootFS{Type: "layers"},
 	}

@@ -41,9 +41,9 @@ func (c Compression) String() string {
 	return fmt.Sprintf("Compression(%d)", int(c))
 }
 
-// Epoch is the modification time of every entry the builders write (unless a
-// File says otherwise), so that images are reproducible.
-var Epoch = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+// Epoch returns the modification time of every entry the builders write
+// (unless a File says otherwise), so that images are reproducible.
+func Epoch() time.Time { return time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC) }
 
 // File is one tar entry of a layer. Name is written verbatim (no cleaning), so
 // malicious entries ("../x", "/etc/x") can be expressed.
@@ -74,7 +74,7 @@ func writeTar(w io.Writer, files []File) error {
 	for _, f := range files {
 		mt := f.ModTime
 		if mt.IsZero() {
-			mt = Epoch
+			mt = Epoch()
 		}
 		typ := f.Type
 		if typ == 0 {
