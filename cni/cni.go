@@ -361,7 +361,11 @@ func (m *Manager) Setup(ctx context.Context, sandboxID, netnsPath string, pod Po
 	// The subnet's masquerade rule is needed once traffic flows, not for
 	// ADD: it is ensured beside the chain (a no-op after the first pod).
 	masqErr := make(chan error, 1)
-	go func() { masqErr <- m.masq.ensure(ctx, masqSubnets) }()
+	if len(masqSubnets) > 0 {
+		go func() { masqErr <- m.masq.ensure(ctx, masqSubnets) }()
+	} else {
+		masqErr <- nil
+	}
 
 	// The loopback ADD is independent of the pod network's chain, so it runs
 	// beside it: one plugin exec less on the pod-start critical path.
