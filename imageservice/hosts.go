@@ -1,6 +1,7 @@
 package imageservice
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -190,12 +191,8 @@ func (s *Service) newHost(domain, rawURL string, caps []string, skipVerify *bool
 			}
 		}
 	}
-	tr := s.transport.Clone()
+	tr := s.transport
 	if u.Scheme == "https" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if skipVerify != nil && *skipVerify {
-			tc.InsecureSkipVerify = true
-		}
 		var cas []string
 		switch v := ca.(type) {
 		case string:
@@ -205,11 +202,9 @@ func (s *Service) newHost(domain, rawURL string, caps []string, skipVerify *bool
 				cas = append(cas, fmt.Sprint(x))
 			}
 		}
-		if len(cas) > 0 {
-			pool, err := x509.SystemCertPool()
-			if err != nil {
-				pool = x509.NewCertPool()
-			}
+		skip := skipVerify != nil && *skipVerify
+		if skip || len(cas) > 0 {
+			var pems [][]byte
 			for _, c := range cas {
 				if !filepath.IsAbs(c) && dir != "" {
 					c = filepath.Join(dir, c)
@@ -218,13 +213,13 @@ func (s *Service) newHost(domain, rawURL string, caps []string, skipVerify *bool
 				if err != nil {
 					return registryHost{}, fmt.Errorf("registry CA for %s: %w", u.Host, err)
 				}
-				if !pool.AppendCertsFromPEM(pem) {
-					return registryHost{}, fmt.Errorf("registry CA %s: no certificates: %w", c, errdefs.ErrInvalidArgument)
-				}
+				pems = append(pems, pem)
 			}
-			tc.RootCAs = pool
+			var err error
+			if tr, err = s.tlsTransport(skip, pems); err != nil {
+				return registryHost{}, fmt.Errorf("registry CA for %s: %w", u.Host, err)
+			}
 		}
-		tr.TLSClientConfig = tc
 	}
 	h.client = &http.Client{Transport: tr}
 	return h, nil
@@ -238,4 +233,33 @@ func newTransport() *http.Transport {
 	t.ResponseHeaderTimeout = 0 // the progress watchdog covers stalls
 	t.TLSHandshakeTimeout = 30 * time.Second
 	return t
+}
+
+// tlsTransport returns a transport trusting the given CAs (besides the
+// system's) or skipping verification, shared by every host and pull with the
+// same settings so that connections are reused.
+func (s *Service) tlsTransport(skipVerify bool, pems [][]byte) (*http.Transport, error) {
+	key := fmt.Sprintf("%v/%s", skipVerify, digestOf(bytes.Join(pems, []byte{0})))
+	s.transportsMu.Lock()
+	defer s.transportsMu.Unlock()
+	if tr, ok := s.transports[key]; ok {
+		return tr, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: skipVerify}
+	if len(pems) > 0 {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		for _, p := range pems {
+			if !pool.AppendCertsFromPEM(p) {
+				return nil, fmt.Errorf("no certificates in a CA file: %w", errdefs.ErrInvalidArgument)
+			}
+		}
+		tc.RootCAs = pool
+	}
+	tr := s.transport.Clone()
+	tr.TLSClientConfig = tc
+	s.transports[key] = tr
+	return tr, nil
 }

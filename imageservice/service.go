@@ -122,9 +122,12 @@ type Service struct {
 	cfg       Config
 	db        *bolt.DB
 	ownDB     bool
-	transport *http.Transport
-	sem       chan struct{} // bounds concurrent layer downloads
-	flights   flightGroup
+	transport *http.Transport // plain HTTP and system-trusted HTTPS
+
+	transportsMu sync.Mutex
+	transports   map[string]*http.Transport // custom TLS settings → transport
+	sem          chan struct{}              // bounds concurrent layer downloads
+	flights      flightGroup
 
 	// Leases protect what pulls and rootfs preparations use before the
 	// metadata references it (blob digests, diff IDs) from GC, without a
@@ -163,6 +166,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s.flights.m = map[string]*flight{}
 	s.leased = map[string]int{}
+	s.transports = map[string]*http.Transport{}
 	// A crash can leave tmp/ with partial files and dirs; nothing is ever
 	// mounted there, so removing it is safe.
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
@@ -198,8 +202,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Close releases the metadata store if the service opened it.
+// Close releases idle registry connections, and the metadata store if the
+// service opened it.
 func (s *Service) Close() error {
+	s.transport.CloseIdleConnections()
+	s.transportsMu.Lock()
+	for _, tr := range s.transports {
+		tr.CloseIdleConnections()
+	}
+	s.transportsMu.Unlock()
 	if s.ownDB {
 		return s.db.Close()
 	}
