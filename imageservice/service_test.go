@@ -261,6 +261,17 @@ func TestStalledRegistry(t *testing.T) {
 	}
 	t.Logf("stalled: %v", err)
 
+	// Stalled in the middle of a layer, while it is being unpacked.
+	layers, _ := bb.Layers()
+	ld, _ := layers[0].Digest()
+	stalled.StallBlobs(100<<10, ld.String())
+	_, err = s.Pull(ctx, stalled.Ref("test/busybox:latest"), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), stalled.Host) || !errors.Is(err, errdefs.ErrDeadlineExceeded) {
+		t.Fatalf("mid-layer stall: %v", err)
+	}
+	t.Logf("stalled mid-layer: %v", err)
+	stalled.SetStall(true)
+
 	// As a mirror, the stalled host is abandoned for the upstream.
 	dir := writeHosts(t, good.Host, stalled.Host)
 	s2 := newService(t, imageservice.Config{RegistryConfigPath: dir, PullProgressTimeout: 300 * time.Millisecond})
