@@ -324,7 +324,36 @@ func (c *Cgroup) killOnce() error {
 			return err
 		}
 	}
+	if c.mgr.mode != ModeV2 {
+		// A v1 freezer delivers SIGKILL only to thawed tasks, and thawing
+		// this group leaves descendants frozen on their own frozen: thaw
+		// them all. (v2 kills frozen tasks.)
+		return thawTree(c.dir(cgroup1.Freezer))
+	}
 	return nil
+}
+
+// thawTree writes THAWED to every v1 freezer group at or below dir.
+func thawTree(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !e.IsDir() {
+			return nil
+		}
+		err = os.WriteFile(filepath.Join(p, "freezer.state"), []byte("THAWED"), 0)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("cgroupmgr: thaw %s: %w", p, err)
+		}
+		return nil
+	})
 }
 
 // removeTree removes a cgroup directory and its descendants, deepest first.

@@ -94,12 +94,7 @@ func start(t *testing.T, name string, args ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if !p.waited {
-			_ = p.cmd.Process.Kill()
-			_ = p.wait()
-		}
-	})
+	t.Cleanup(p.cleanup)
 	return p
 }
 
@@ -124,16 +119,31 @@ func startHelper(t *testing.T, mode string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if !p.waited {
-			_ = p.cmd.Process.Kill()
-			_ = p.wait()
-		}
-	})
+	t.Cleanup(p.cleanup)
 	return p
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// cleanup kills and reaps the process. A test that failed may have left it
+// in a frozen v1 freezer group, where SIGKILL waits for a thaw: thaw the
+// test's groups first so that reaping cannot hang.
+func (p *proc) cleanup() {
+	if p.waited {
+		return
+	}
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid()) + "/cgroup"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			// "6:freezer:/berth-test-abc/pod/ctr": thaw from the test root.
+			if _, cg, ok := strings.Cut(l, ":freezer:/"); ok && strings.HasPrefix(cg, "berth-test-") {
+				top, _, _ := strings.Cut(cg, "/")
+				_ = thawTree(filepath.Join(defaultRoot, "freezer", top))
+			}
+		}
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.wait()
+}
 
 func (p *proc) release(t *testing.T) {
 	t.Helper()
@@ -540,6 +550,11 @@ func TestV1DeleteKillsStragglers(t *testing.T) {
 		}
 	}
 	forker.release(t)
+	// A frozen container must not shield its processes: v1 delivers
+	// SIGKILL to frozen tasks only once they thaw.
+	if err := ctr.Freeze(); err != nil {
+		t.Fatalf("Freeze: %v", err)
+	}
 	if err := m.Delete(ctx, root+"/pod"); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
