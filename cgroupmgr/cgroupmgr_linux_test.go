@@ -386,14 +386,14 @@ func TestV1MemoryLimitOOMKill(t *testing.T) {
 	}
 	// The kernel signalled the eventfd during the OOM, before the kill; the
 	// channel must deliver it. (Bounded only by the test's own deadline.)
-	if _, ok := <-events; !ok {
+	if !recv(t, events) {
 		t.Fatal("OOM event channel closed without an event")
 	}
 	// Removing the cgroup closes the channel.
 	if err := c.Delete(ctx); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	for range events {
+	for recv(t, events) {
 	}
 }
 
@@ -410,7 +410,7 @@ func TestOOMEventsClosedByContext(t *testing.T) {
 		t.Fatalf("OOMEvents: %v", err)
 	}
 	cancel()
-	for range events {
+	for recv(t, events) {
 		t.Error("event without an OOM")
 	}
 }
@@ -738,7 +738,7 @@ func TestV2MemoryPids(t *testing.T) {
 	if sig, ok := killedBy(p.wait()); !ok || sig != syscall.SIGKILL {
 		t.Fatalf("allocating process ended with %v, want SIGKILL", p.err)
 	}
-	if _, ok := <-events; !ok {
+	if !recv(t, events) {
 		t.Fatal("OOM event channel closed without an event")
 	}
 	if n, err := c.OOMKillCount(); err != nil || n == 0 {

@@ -111,11 +111,14 @@ func (c *Cgroup) oomEventsV2(ctx context.Context) (<-chan struct{}, error) {
 				}
 				off += unix.SizeofInotifyEvent + int(nameLen)
 			}
-			cur, err := c.OOMKillCount()
-			if err != nil {
-				return
+			kv, err := readKV(events)
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) {
+				return // removed with its cgroup
 			}
-			if cur > last {
+			if err != nil {
+				continue // nothing to learn from this change; wait for the next
+			}
+			if cur := kv["oom_kill"]; cur > last {
 				last = cur
 				notify(ch)
 			}

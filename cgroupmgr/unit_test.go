@@ -1,9 +1,14 @@
 package cgroupmgr
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -155,5 +160,77 @@ func TestNormalizeResources(t *testing.T) {
 	same := &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "1"}}
 	if normalizeResources(same) != same {
 		t.Error("copied resources that needed no change")
+	}
+}
+
+// The v2 OOM watcher, run against plain files standing in for a cgroup2
+// directory (this hybrid test host has no v2 memory controller): an
+// increase of oom_kill is an event, other changes are not, and removing the
+// group closes the channel.
+func TestOOMEventsV2Watcher(t *testing.T) {
+	mount := t.TempDir()
+	m := newV2Manager(mount)
+	c := &Cgroup{path: "/pod/ctr", mgr: m}
+	dir := filepath.Join(mount, "pod", "ctr")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	events := filepath.Join(dir, "memory.events")
+	write := func(oomKill int) {
+		t.Helper()
+		s := fmt.Sprintf("low 0\nhigh 0\nmax 3\noom 1\noom_kill %d\noom_group_kill 0\n", oomKill)
+		if err := os.WriteFile(events, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := c.OOMEvents(ctx)
+	if err != nil {
+		t.Fatalf("OOMEvents: %v", err)
+	}
+	write(0) // a change that is not an OOM kill
+	write(2)
+	if !recv(t, ch) {
+		t.Fatal("channel closed instead of delivering the oom_kill increase")
+	}
+	if n, err := c.OOMKillCount(); err != nil || n != 2 {
+		t.Errorf("OOMKillCount = %d, %v; want 2", n, err)
+	}
+	select {
+	case <-ch:
+		t.Error("second event for a single increase")
+	default:
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	for recv(t, ch) {
+		t.Error("event after the group was removed")
+	}
+}
+
+func TestOOMEventsV2NoMemoryController(t *testing.T) {
+	mount := t.TempDir()
+	c := &Cgroup{path: "/x", mgr: newV2Manager(mount)}
+	if err := os.MkdirAll(filepath.Join(mount, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.OOMEvents(context.Background()); !errors.Is(err, errdefs.ErrNotImplemented) {
+		t.Errorf("err = %v, want ErrNotImplemented", err)
+	}
+}
+
+// recv receives from ch and reports whether it got a value (false: closed).
+// The minute is a guard against a hang, not a speed requirement.
+func recv(t *testing.T, ch <-chan struct{}) bool {
+	t.Helper()
+	select {
+	case _, ok := <-ch:
+		return ok
+	case <-time.After(time.Minute):
+		t.Fatal("no event and no close within a minute")
+		return false
 	}
 }
