@@ -2,9 +2,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -14,12 +17,19 @@ const defaultHost = "unix:///run/berth/berth.sock"
 
 // exitError carries a process exit status out of a command, as docker's
 // StatusError does (125 when berth itself fails, the container's code otherwise).
+// A silent one (the container's own non-zero exit) prints nothing.
 type exitError struct {
-	code int
-	err  error
+	code   int
+	err    error
+	silent bool
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
 func (e *exitError) Unwrap() error { return e.err }
 
 func main() {
@@ -30,12 +40,17 @@ func execute(args []string) int {
 	cli := &cli{}
 	root := newRootCommand(cli)
 	root.SetArgs(args)
-	err := root.Execute()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "Error: %v\n", err)
 	var ee *exitError
+	if errors.As(err, &ee) && ee.silent {
+		return ee.code
+	}
+	fmt.Fprintf(os.Stderr, "Error: %v\n", err)
 	if errors.As(err, &ee) {
 		return ee.code
 	}
@@ -58,6 +73,25 @@ func newRootCommand(c *cli) *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVarP(&c.host, "host", "H", "", "berthd socket to connect to (env BERTH_HOST, default "+defaultHost+")")
-	root.AddCommand(newVersionCommand(c))
+	container := &cobra.Command{Use: "container", Short: "Manage containers"}
+	container.AddCommand(newContainerPruneCommand(c), newRunCommand(c), newCreateCommand(c), newPsCommand(c),
+		newStopCommand(c), newStartCommand(c), newRestartCommand(c), newRmCommand(c), newKillCommand(c),
+		newLogsCommand(c), newExecCommand(c), newInspectCommand(c), newStatsCommand(c), newTopCommand(c), newCpCommand(c))
+	image := &cobra.Command{Use: "image", Short: "Manage images"}
+	imageLs := newImagesCommand(c)
+	imageLs.Use, imageLs.Aliases = "ls [OPTIONS] [REPOSITORY[:TAG]]", []string{"list"}
+	imageRm := newRmiCommand(c)
+	imageRm.Use = "rm [OPTIONS] IMAGE [IMAGE...]"
+	image.AddCommand(newImagePruneCommand(c), newPullCommand(c), imageLs, imageRm, newInspectCommand(c))
+	system := &cobra.Command{Use: "system", Short: "Manage berth"}
+	system.AddCommand(newSystemDfCommand(c), newInfoCommand(c))
+	root.AddCommand(
+		newVersionCommand(c), newInfoCommand(c),
+		newRunCommand(c), newCreateCommand(c), newPsCommand(c), newStartCommand(c), newStopCommand(c),
+		newRestartCommand(c), newKillCommand(c), newRmCommand(c), newExecCommand(c), newLogsCommand(c),
+		newInspectCommand(c), newStatsCommand(c), newTopCommand(c), newCpCommand(c),
+		newImagesCommand(c), newPullCommand(c), newRmiCommand(c),
+		container, image, system,
+	)
 	return root
 }
