@@ -96,14 +96,14 @@ func TestHostnameUserGroupsCapabilities(t *testing.T) {
 	// After execve as a non-root user only the ambient set survives into
 	// permitted and effective; bounding and inheritable are kept as set.
 	want := map[string]string{
-		"CapBnd": capMask("CAP_NET_BIND_SERVICE", "CAP_CHOWN", "CAP_KILL"),
-		"CapInh": capMask("CAP_NET_BIND_SERVICE"),
-		"CapAmb": capMask("CAP_NET_BIND_SERVICE"),
-		"CapPrm": capMask("CAP_NET_BIND_SERVICE"),
-		"CapEff": capMask("CAP_NET_BIND_SERVICE"),
-		"Uid":    "1000\t1000\t1000\t1000",
-		"Gid":    "1000\t1000\t1000\t1000",
-		"Groups": "2000",
+		"CapBnd":     capMask("CAP_NET_BIND_SERVICE", "CAP_CHOWN", "CAP_KILL"),
+		"CapInh":     capMask("CAP_NET_BIND_SERVICE"),
+		"CapAmb":     capMask("CAP_NET_BIND_SERVICE"),
+		"CapPrm":     capMask("CAP_NET_BIND_SERVICE"),
+		"CapEff":     capMask("CAP_NET_BIND_SERVICE"),
+		"Uid":        "1000\t1000\t1000\t1000",
+		"Gid":        "1000\t1000\t1000\t1000",
+		"Groups":     "2000",
 		"NoNewPrivs": "1",
 		"Seccomp":    "2",
 	}
