@@ -381,3 +381,17 @@ func writeJSON(t *testing.T, v any) string {
 	}
 	return p
 }
+
+func TestHomeFromPasswd(t *testing.T) {
+	rootfs := busyboxRootfs(t)
+	spec := testSpec(rootfs, "sh", "-c", "echo home=$HOME")
+	spec.Process.Env = []string{"PATH=/bin"}
+	spec.Process.User = specs.User{UID: 1000, GID: 1000}
+	if out := run(t, spec); field(t, out, "home") != "/tmp" {
+		t.Errorf("HOME for uid 1000: %q, want /tmp from /etc/passwd", out)
+	}
+	spec.Process.User = specs.User{UID: 4242, GID: 4242}
+	if out := run(t, spec); field(t, out, "home") != "/" {
+		t.Errorf("HOME for an unknown uid: %q, want /", out)
+	}
+}

@@ -233,8 +233,25 @@ func (s *setup) mountCgroup(m specs.Mount, o mountOpts) error {
 		return err
 	}
 	defer unix.Close(target)
+	hier, err := ownCgroupDirs()
+	if err != nil {
+		return err
+	}
 	var st unix.Statfs_t
-	if err := unix.Statfs("/sys/fs/cgroup", &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC && s.newCgroupNS {
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		if !s.newCgroupNS {
+			// Without a cgroup namespace a fresh mount would show the
+			// host's whole tree: bind the container's own cgroup instead.
+			src, err := unix.Open(path.Join("/sys/fs/cgroup", hier.v2), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("open own cgroup: %w", err)
+			}
+			defer unix.Close(src)
+			if err := bindFd(src, target, false); err != nil {
+				return err
+			}
+			return s.afterMount(m.Destination, o)
+		}
 		mfd, err := newFS("cgroup2", "cgroup", nil, o.attr)
 		if err != nil {
 			return err
@@ -244,10 +261,6 @@ func (s *setup) mountCgroup(m specs.Mount, o mountOpts) error {
 			return fmt.Errorf("move_mount cgroup2: %w", err)
 		}
 		return nil
-	}
-	hier, err := ownCgroupDirs()
-	if err != nil {
-		return err
 	}
 	tfd, err := newFS("tmpfs", "cgroup", []string{"mode=755"}, unix.MountAttr{Attr_set: o.attr.Attr_set &^ unix.MOUNT_ATTR_RDONLY})
 	if err != nil {
@@ -262,7 +275,7 @@ func (s *setup) mountCgroup(m specs.Mount, o mountOpts) error {
 		return err
 	}
 	defer unix.Close(top)
-	for _, h := range hier {
+	for _, h := range hier.dirs {
 		if err := unix.Mkdirat(top, h.name, 0o755); err != nil {
 			return fmt.Errorf("mkdir cgroup %s: %w", h.name, err)
 		}
@@ -290,9 +303,14 @@ func (s *setup) mountCgroup(m specs.Mount, o mountOpts) error {
 
 type cgroupDir struct{ name, dir string }
 
+type ownCgroups struct {
+	dirs []cgroupDir // per hierarchy mounted below /sys/fs/cgroup
+	v2   string      // the cgroup v2 path, from /proc/self/cgroup
+}
+
 // ownCgroupDirs lists, for every cgroup hierarchy mounted under
 // /sys/fs/cgroup, the directory of this process's cgroup in it.
-func ownCgroupDirs() ([]cgroupDir, error) {
+func ownCgroupDirs() (*ownCgroups, error) {
 	own := map[string]string{} // controller list (or "" for v2) -> path
 	f, err := os.Open("/proc/self/cgroup")
 	if err != nil {
@@ -306,12 +324,12 @@ func ownCgroupDirs() ([]cgroupDir, error) {
 			own[parts[1]] = parts[2]
 		}
 	}
+	out := &ownCgroups{v2: own[""]}
 	mi, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer mi.Close()
-	var out []cgroupDir
 	sc = bufio.NewScanner(mi)
 	for sc.Scan() {
 		// id parent maj:min root mountpoint opts [tags...] - fstype source superopts
@@ -333,7 +351,7 @@ func ownCgroupDirs() ([]cgroupDir, error) {
 			continue
 		}
 		if ok {
-			out = append(out, cgroupDir{name: path.Base(f1[4]), dir: path.Join(f1[4], p)})
+			out.dirs = append(out.dirs, cgroupDir{name: path.Base(f1[4]), dir: path.Join(f1[4], p)})
 		}
 	}
 	return out, sc.Err()

@@ -3,8 +3,10 @@ package container
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -61,6 +63,9 @@ func prepareProcess(p *specs.Process, sc *specs.LinuxSeccomp) (*prepared, error)
 		pathEnv = defaultPath
 		pr.env = append(append([]string(nil), p.Env...), "PATH="+defaultPath)
 	}
+	if !slices.ContainsFunc(p.Env, func(e string) bool { return strings.HasPrefix(e, "HOME=") }) {
+		pr.env = append(slices.Clip(pr.env), "HOME="+homeDir(p.User.UID))
+	}
 	var err error
 	if pr.path, err = lookPath(p.Args[0], pathEnv); err != nil {
 		return nil, err
@@ -81,6 +86,31 @@ func prepareProcess(p *specs.Process, sc *specs.LinuxSeccomp) (*prepared, error)
 		}
 	}
 	return pr, nil
+}
+
+// homeDir is uid's home in the container's /etc/passwd, "/" if it has none
+// (as runc sets HOME when the spec does not).
+func homeDir(uid uint32) string {
+	// Non-blocking and regular files only: the image could make it a FIFO.
+	f, err := os.OpenFile("/etc/passwd", os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return "/"
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return "/"
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return "/"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Split(l, ":")
+		if len(f) >= 6 && f[2] == strconv.FormatUint(uint64(uid), 10) && f[5] != "" {
+			return f[5]
+		}
+	}
+	return "/"
 }
 
 // lookPath finds file the way execvp(3) does, but in the container and with

@@ -263,6 +263,11 @@ __attribute__((constructor)) static void berth_nsexec(int argc, char **argv, cha
 	if (!is_exec && !is_init)
 		return;
 	ensure_sealed_exe(argv, envp);
+	// The init's container process is exec'd into the container's pid
+	// namespace; keep it unreachable (ptrace, /proc/<pid>/fd) from the
+	// first instruction, not only from when Go gets to it.
+	if (is_init && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		die("prctl(PR_SET_DUMPABLE)");
 	if (is_exec)
 		join_container(argc, argv);
 }
