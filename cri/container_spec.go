@@ -340,8 +340,13 @@ func applyResources(s *specs.Spec, res *runtimeapi.LinuxContainerResources) {
 		if res.MemoryLimitInBytes != 0 {
 			r.Memory.Limit = ptr(res.MemoryLimitInBytes)
 		}
-		if res.MemorySwapLimitInBytes != 0 {
+		switch {
+		case res.MemorySwapLimitInBytes != 0:
 			r.Memory.Swap = ptr(res.MemorySwapLimitInBytes)
+		case res.MemoryLimitInBytes > 0:
+			// No swap beyond the limit unless asked, as containerd does: a
+			// limited container must be OOM-killed, not swapped out.
+			r.Memory.Swap = ptr(res.MemoryLimitInBytes)
 		}
 	}
 	for _, h := range res.HugepageLimits {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,8 +45,13 @@ func startPodEnv(t *testing.T) *podEnv {
 	if err := os.WriteFile(filepath.Join(confDir, "10-e2e.conflist"), conf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The bridge plugin leaves its bridge behind on DEL; remove it last.
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", e2eBridge).Run() })
+	// The bridge plugin leaves its bridge behind on DEL, and berth keeps one
+	// masquerade rule per pod subnet: remove both last.
+	_, subnet, _ := net.ParseCIDR(e2eSubnet)
+	t.Cleanup(func() {
+		_ = cni.RemoveMasquerade(context.Background(), subnet)
+		_ = exec.Command("ip", "link", "del", e2eBridge).Run()
+	})
 	reg := testregistry.Start(t, testregistry.Options{})
 	img, err := testimages.Busybox()
 	if err != nil {

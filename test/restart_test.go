@@ -29,8 +29,8 @@ func TestRestartKeepsPodsAndContainers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			long := e.startContainer(t, podID, podCfg, e.containerConfig("long", "sh", "-c", "echo first; read x; echo second:$x; sleep 1000"))
-			short := e.startContainer(t, podID, podCfg, e.containerConfig("short", "sh", "-c", "read x; exit 5"))
+			long := e.startContainer(t, podID, podCfg, e.containerConfig("long", "sh", "-c", "echo first; exec sleep 1000"))
+			short := e.startContainer(t, podID, podCfg, e.containerConfig("short", "sleep", "1000"))
 			created, err := e.d.Runtime.CreateContainer(ctx, podID, e.containerConfig("created", "true"), podCfg)
 			if err != nil {
 				t.Fatal(err)

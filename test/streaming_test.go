@@ -48,7 +48,7 @@ func TestExecAttachPortForward(t *testing.T) {
 	podCfg := podConfig(t, "stream")
 	podID := e.runPod(t, podCfg)
 
-	cfg := e.containerConfig("web", "sh", "-c", "mkdir -p /www && echo served-by-pod > /www/index.html && httpd -p 8080 -h /www && read line && echo got:$line && sleep 1000")
+	cfg := e.containerConfig("web", "sh", "-c", "mkdir -p /www && echo served-by-pod > /www/index.html && httpd -p 8080 -h /www && read line && echo got:$line")
 	cfg.Stdin = true
 	cfg.StdinOnce = true
 	id := e.startContainer(t, podID, podCfg, cfg)
@@ -128,6 +128,7 @@ func TestExecAttachPortForward(t *testing.T) {
 			t.Fatalf("port-forwarded GET = %q", body)
 		}
 	})
+	// Last: the container exits after answering, which ends the attach.
 	t.Run("attach", func(t *testing.T) {
 		resp, err := rt.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: id, Stdin: true, Stdout: true, Stderr: true})
 		if err != nil {
