@@ -68,23 +68,27 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 		os.RemoveAll(bundle)
 	}()
 
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return fmt.Errorf("container %s: %w", id, err)
-	}
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
-		return err
-	}
 	if err := unix.Mkfifo(filepath.Join(bundle, "exec.fifo"), 0o600); err != nil {
 		return fmt.Errorf("container %s: make exec fifo: %w", id, err)
 	}
 	m := &meta{PodID: podID, LogPath: opts.LogPath, Tty: opts.Tty, Stdin: opts.Stdin, StdinOnce: opts.StdinOnce}
+	// The container's init joins spec.Linux.CgroupsPath before it clones
+	// the container process, so the process is born inside its limits.
+	sp := *spec
+	if sp.Linux != nil {
+		l := *sp.Linux
+		sp.Linux = &l
+	} else {
+		sp.Linux = &specs.Linux{}
+	}
+	sp.Linux.CgroupsPath = ""
 	var cg Cgroup
 	if r.cfg.Cgroups != nil && opts.CgroupPath != "" {
 		var res *specs.LinuxResources
 		if spec.Linux != nil {
 			res = spec.Linux.Resources
 		}
+		var err error
 		cg, err = r.cfg.Cgroups.Create(ctx, opts.CgroupPath, res)
 		if err != nil {
 			return fmt.Errorf("container %s: cgroup: %w", id, err)
@@ -95,6 +99,14 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 			}
 		})
 		m.CgroupPath = opts.CgroupPath
+		sp.Linux.CgroupsPath = opts.CgroupPath
+	}
+	b, err := json.Marshal(&sp)
+	if err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return err
 	}
 	// meta.json last among the files: its presence says the bundle is whole.
 	mb, _ := json.Marshal(m)
@@ -119,6 +131,7 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 		}
 	})
 	if cg != nil {
+		// Normally a no-op (init joined already); it makes sure of it.
 		if err := cg.AddProc(resp.State.Pid); err != nil {
 			return fmt.Errorf("container %s: join cgroup: %w", id, err)
 		}
@@ -260,7 +273,7 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	}
 	_, err = r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpKill, ID: id, Signal: int(sig)})
 	if errors.Is(err, errdefs.ErrUnavailable) {
-		r.killOrphan(id, sig)
+		r.killOrphan(ctx, id, sig, false)
 	}
 	if err != nil {
 		return r.monitorErr(id, err)
@@ -269,14 +282,62 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 }
 
 // killOrphan signals the process recorded for a container whose monitor is
-// gone, if that pid still belongs to it (same start time).
-func (r *Runtime) killOrphan(id string, sig syscall.Signal) {
+// gone, if that pid still belongs to it (same start time). With wait, it
+// returns once the process has exited.
+func (r *Runtime) killOrphan(ctx context.Context, id string, sig syscall.Signal, wait bool) error {
 	st, err := monitor.ReadStateFile(r.bundleDir(id))
 	if err != nil || st.Pid <= 0 || st.PidStart == 0 {
-		return
+		return nil
 	}
-	if monitor.PidStart(st.Pid) == st.PidStart {
-		syscall.Kill(st.Pid, sig)
+	// A pidfd pins the process: checked after opening, the start time
+	// proves the pidfd is the container's process, and signals through it
+	// cannot reach a later process that reuses the pid.
+	pfd, err := unix.PidfdOpen(st.Pid, 0)
+	if err != nil {
+		return nil // gone already
+	}
+	closePfd := true
+	defer func() {
+		if closePfd {
+			unix.Close(pfd)
+		}
+	}()
+	if monitor.PidStart(st.Pid) != st.PidStart {
+		return nil
+	}
+	if err := unix.PidfdSendSignal(pfd, sig, nil, 0); err != nil {
+		if err == unix.ESRCH {
+			return nil
+		}
+		return fmt.Errorf("kill orphaned process %d of container %s: %w", st.Pid, id, err)
+	}
+	if !wait {
+		return nil
+	}
+	closePfd = false
+	return waitPidfd(ctx, pfd)
+}
+
+// waitPidfd waits until the process of pidfd pfd has exited (the pidfd turns
+// readable), or ctx ends. It takes ownership of pfd.
+func waitPidfd(ctx context.Context, pfd int) error {
+	exited := make(chan struct{})
+	go func() {
+		// Owned here: the poll ends when the process does.
+		defer close(exited)
+		defer unix.Close(pfd)
+		fds := []unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+				return
+			}
+		}
+	}()
+	select {
+	case <-exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -299,8 +360,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	}
 	_, err = r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id})
 	if errors.Is(err, errdefs.ErrUnavailable) {
-		r.killOrphan(id, syscall.SIGKILL)
-		err = nil
+		err = r.killOrphan(ctx, id, syscall.SIGKILL, true)
 	}
 	if err != nil {
 		return fmt.Errorf("delete container %s: %w", id, err)

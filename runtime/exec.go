@@ -80,7 +80,10 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 		master = m
 		defer master.Close()
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		// The exec'd process makes the terminal its controlling one in
+		// its own session; it must not be ours already (TIOCSCTTY would
+		// fail), so only leave berthd's session here.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		err = cmd.Start()
 		slave.Close()
 		if err != nil {

@@ -130,8 +130,23 @@ func (r *Runtime) StopMonitor(ctx context.Context, podID string) error {
 	dir := r.podDir(podID)
 	conn, err := monitor.Dial(ctx, dir)
 	if err == nil {
+		// The peer of the socket is the monitor: hold a pidfd of it to
+		// return only once it has exited, not merely closed the socket.
+		pfd := -1
+		if rc, err := conn.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+					pfd, _ = unix.PidfdOpen(int(cred.Pid), 0)
+				}
+			})
+		}
 		err = shutdownMonitor(ctx, conn)
 		conn.Close()
+		if err == nil && pfd >= 0 {
+			err = waitPidfd(ctx, pfd)
+		} else if pfd >= 0 {
+			unix.Close(pfd)
+		}
 		if err != nil {
 			return fmt.Errorf("stop pod monitor %s: %w", podID, err)
 		}
@@ -185,6 +200,12 @@ func shutdownMonitor(ctx context.Context, conn io.ReadWriter) error {
 // pins each with a bind mount at dir/<kind>. It returns kind → path. On
 // error nothing stays pinned.
 func (r *Runtime) PinNamespaces(ctx context.Context, dir string, kinds []string) (map[string]string, error) {
+	return r.PinNamespacesWithHostname(ctx, dir, kinds, "")
+}
+
+// PinNamespacesWithHostname is PinNamespaces that also sets the hostname of
+// the new uts namespace (hostname "" leaves the host's).
+func (r *Runtime) PinNamespacesWithHostname(ctx context.Context, dir string, kinds []string, hostname string) (map[string]string, error) {
 	if !filepath.IsAbs(dir) || len(kinds) == 0 {
 		return nil, fmt.Errorf("pin namespaces in %q %v: %w", dir, kinds, errdefs.ErrInvalidArgument)
 	}
@@ -193,7 +214,11 @@ func (r *Runtime) PinNamespaces(ctx context.Context, dir string, kinds []string)
 			return nil, fmt.Errorf("cannot pin a %q namespace: %w", k, errdefs.ErrInvalidArgument)
 		}
 	}
-	if err := r.shim(ctx, "pin", "--dir", dir, "--ns", strings.Join(kinds, ",")); err != nil {
+	args := []string{"pin", "--dir", dir, "--ns", strings.Join(kinds, ",")}
+	if hostname != "" {
+		args = append(args, "--hostname", hostname)
+	}
+	if err := r.shim(ctx, args...); err != nil {
 		r.shim(context.WithoutCancel(ctx), "unpin", "--dir", dir)
 		return nil, err
 	}

@@ -134,7 +134,12 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 	if err != nil {
 		return nil, err
 	}
-	defer syncR.Close()
+	keepSync := false
+	defer func() {
+		if !keepSync {
+			syncR.Close()
+		}
+	}()
 	childFiles = append(childFiles, syncW)
 
 	initDone := make(chan syscall.WaitStatus, 1)
@@ -194,6 +199,11 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 			s.writeStateLocked(c)
 			st := c.st
 			s.mu.Unlock()
+			// The container process reports a failure to exec (or to
+			// apply the process settings) on the same pipe.
+			keepSync = true
+			c.outs.Add(1)
+			go s.lateSync(c, sc, syncR)
 			return &st, nil
 		case "error":
 			return nil, fmt.Errorf("container init: %s", m.Message)
@@ -208,6 +218,22 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 		return nil, fmt.Errorf("container init exited before the container was created (%s)", describe(ws))
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// lateSync reads what the container process says on the sync pipe after
+// "created": an error means it never ran the user program, and the message
+// goes into the state (the exit follows). The pipe closes on exec.
+func (s *server) lateSync(c *ctr, sc *bufio.Scanner, r *os.File) {
+	defer c.outs.Done()
+	defer r.Close()
+	for sc.Scan() {
+		var m syncMsg
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m.Type == "error" {
+			s.mu.Lock()
+			c.st.Message = m.Message
+			s.mu.Unlock()
+		}
 	}
 }
 

@@ -237,22 +237,27 @@ func roundTrip(ctx context.Context, conn *net.UnixConn, req *Request) (*Response
 		return nil, nil, err
 	}
 	if _, err := conn.Write(append(b, '\n')); err != nil {
-		return nil, nil, ctxErr(ctx, fmt.Errorf("pod monitor %s: %w", req.Op, err))
+		return nil, nil, ctxErr(ctx, connErr(req.Op, err))
 	}
 	br := bufio.NewReader(conn)
 	line, err := br.ReadBytes('\n')
 	if err != nil {
-		if err == io.EOF {
-			// The monitor closed without answering: it died (or is shutting down).
-			return nil, nil, ctxErr(ctx, fmt.Errorf("pod monitor %s: connection closed: %w", req.Op, errdefs.ErrUnavailable))
-		}
-		return nil, nil, ctxErr(ctx, fmt.Errorf("pod monitor %s: %w", req.Op, err))
+		return nil, nil, ctxErr(ctx, connErr(req.Op, err))
 	}
 	resp := &Response{}
 	if err := json.Unmarshal(line, resp); err != nil {
 		return nil, nil, fmt.Errorf("pod monitor %s: bad response: %w", req.Op, err)
 	}
 	return resp, br, nil
+}
+
+// connErr classifies a broken connection: a monitor that closed it without
+// answering died (or is exiting), which callers see as ErrUnavailable.
+func connErr(op string, err error) error {
+	if err == io.EOF || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("pod monitor %s: connection closed: %w (%v)", op, errdefs.ErrUnavailable, err)
+	}
+	return fmt.Errorf("pod monitor %s: %w", op, err)
 }
 
 func ctxErr(ctx context.Context, err error) error {
