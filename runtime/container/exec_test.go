@@ -33,7 +33,7 @@ func started(t *testing.T, spec *specs.Spec) *ctr {
 
 // shimExec runs `berth-shim exec` against pid and returns its output and
 // exit status.
-func shimExec(t *testing.T, pid int, p ExecProcess) (string, int) {
+func shimExec(t testing.TB, pid int, p ExecProcess) (string, int) {
 	t.Helper()
 	file := writeJSON(t, p)
 	var out bytes.Buffer

@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 // busyboxRootfs makes a rootfs with static busybox and its applets.
-func busyboxRootfs(t *testing.T) string {
+func busyboxRootfs(t testing.TB) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "rootfs")
 	for _, d := range []string{"bin", "etc", "proc", "sys", "dev", "tmp", "root"} {
@@ -124,7 +124,7 @@ func testSpec(rootfs string, args ...string) *specs.Spec {
 
 // ctr is a container started the way the monitor starts one.
 type ctr struct {
-	t      *testing.T
+	t      testing.TB
 	bundle string
 	pid    int
 	stdout *os.File
@@ -135,7 +135,7 @@ type ctr struct {
 }
 
 // create runs `berth-shim init` and waits for "created" (or an error).
-func create(t *testing.T, spec *specs.Spec, opts ...func(*exec.Cmd)) (*ctr, error) {
+func create(t testing.TB, spec *specs.Spec, opts ...func(*exec.Cmd)) (*ctr, error) {
 	t.Helper()
 	bundle := t.TempDir()
 	b, _ := json.Marshal(spec)

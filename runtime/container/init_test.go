@@ -372,7 +372,7 @@ func TestSymlinkedDevNullStaysInside(t *testing.T) {
 	}
 }
 
-func writeJSON(t *testing.T, v any) string {
+func writeJSON(t testing.TB, v any) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "process.json")
 	b, _ := json.Marshal(v)
@@ -393,5 +393,60 @@ func TestHomeFromPasswd(t *testing.T) {
 	spec.Process.User = specs.User{UID: 4242, GID: 4242}
 	if out := run(t, spec); field(t, out, "home") != "/" {
 		t.Errorf("HOME for an unknown uid: %q, want /", out)
+	}
+}
+
+func TestTerminal(t *testing.T) {
+	rootfs := busyboxRootfs(t)
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer master.Close()
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	unix.Fstat(int(slave.Fd()), &st)
+	spec := testSpec(rootfs, "sh", "-c", `test -t 0 && echo tty=yes; stat -c 'console=%t:%T' /dev/console; echo ctty=$(cut -d' ' -f7 /proc/1/stat)`)
+	spec.Process.Terminal = true
+	c, err := create(t, spec, func(cmd *exec.Cmd) { cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave })
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	c.start()
+	var out strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		k, err := master.Read(buf)
+		out.Write(buf[:k])
+		if err != nil {
+			break // EIO once the container's side is closed
+		}
+	}
+	c.stdout.Close()
+	if _, err := unix.Wait4(c.pid, &c.status, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.done = true
+	got := strings.ReplaceAll(out.String(), "\r", "")
+	if field(t, got, "tty") != "yes" {
+		t.Errorf("stdin is not a terminal:\n%s", got)
+	}
+	if want := fmt.Sprintf("%x:%x", unix.Major(st.Rdev), unix.Minor(st.Rdev)); field(t, got, "console") != want {
+		t.Errorf("/dev/console is %s, want the pty %s", field(t, got, "console"), want)
+	}
+	// The terminal is the controlling terminal of the container's session.
+	if field(t, got, "ctty") != fmt.Sprint(st.Rdev) {
+		t.Errorf("controlling tty %s, want %d:\n%s", field(t, got, "ctty"), st.Rdev, got)
 	}
 }

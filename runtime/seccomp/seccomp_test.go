@@ -1,7 +1,11 @@
 package seccomp
 
 import (
+	"bytes"
 	"errors"
+	"flag"
+	"os"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -70,5 +74,57 @@ func TestCompileRejects(t *testing.T) {
 	}}
 	if _, err := Compile(p); err != nil {
 		t.Errorf("unknown syscall name: %v", err)
+	}
+}
+
+func BenchmarkCompileDefault(b *testing.B) {
+	p := DefaultProfile()
+	for b.Loop() {
+		if _, err := Compile(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCompileDefaultNativeOnly(b *testing.B) {
+	p := DefaultProfile()
+	p.Architectures = nil
+	for b.Loop() {
+		if _, err := Compile(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the precompiled default program")
+
+// The embedded program must be what libseccomp makes of DefaultProfile now;
+// if this fails after a change to the profile, run the test with -update.
+func TestPrecompiledDefault(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("precompiled for amd64 only")
+	}
+	f, err := compile(DefaultProfile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := encode(f.prog)
+	if *update {
+		if err := os.WriteFile("default_amd64.bpf", fresh, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if !bytes.Equal(fresh, defaultProgram) {
+		t.Fatalf("default_amd64.bpf is stale (%d bytes, fresh %d): run with -update", len(defaultProgram), len(fresh))
+	}
+	got, err := Compile(DefaultProfile())
+	if err != nil || !bytes.Equal(encode(got.prog), fresh) {
+		t.Errorf("Compile(DefaultProfile()) did not use the precompiled program: %v", err)
+	}
+	// Any other profile is compiled.
+	other := DefaultProfileFor(nil)
+	if g, err := Compile(other); err != nil || bytes.Equal(encode(g.prog), fresh) {
+		t.Errorf("a different profile got the default program: %v", err)
 	}
 }
