@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -92,6 +93,12 @@ func needRoot(tb testing.TB) {
 	}
 }
 
+// testCgroup is a container cgroup path under a parent unique to this test
+// process; testPod's cleanup removes the parent.
+func testCgroup(name string) string {
+	return fmt.Sprintf("/berth-test-runtime-%d/%s", os.Getpid(), name)
+}
+
 func newTestRuntime(tb testing.TB, stateDir string, withCgroups bool) *Runtime {
 	tb.Helper()
 	cfg := Config{StateDir: stateDir, ShimPath: testShim}
@@ -101,6 +108,13 @@ func newTestRuntime(tb testing.TB, stateDir string, withCgroups bool) *Runtime {
 			tb.Fatal(err)
 		}
 		cfg.Cgroups = CgroupsFrom(mgr)
+		tb.Cleanup(func() {
+			// Runs after the pod's cleanup (registered later) deleted
+			// the containers' cgroups.
+			if err := mgr.Delete(context.Background(), path.Dir(testCgroup("x"))); err != nil {
+				tb.Errorf("cleanup: delete test cgroup parent: %v", err)
+			}
+		})
 	}
 	r, err := New(cfg)
 	if err != nil {
@@ -228,7 +242,7 @@ func TestRunEchoLogsAndCleanup(t *testing.T) {
 	p := startTestPod(t, true, false)
 	logPath := filepath.Join(t.TempDir(), "logs", "c.log")
 	st := p.run("echo", testSpec("sh", "-c", "echo hi; echo oops >&2; printf tail"), CreateOptions{
-		LogPath: logPath, CgroupPath: "/berth-test/echo",
+		LogPath: logPath, CgroupPath: testCgroup("echo"),
 	})
 	if st.Status != StatusStopped || st.ExitCode != 0 || st.Reason != ReasonCompleted {
 		t.Errorf("state %+v", st)
@@ -259,10 +273,9 @@ func TestRunEchoLogsAndCleanup(t *testing.T) {
 	if _, err := p.r.State(ctx, "echo"); !errdefs.IsNotFound(err) {
 		t.Errorf("State after Delete: %v, want NotFound", err)
 	}
-	if _, err := os.Stat("/sys/fs/cgroup/memory/berth-test/echo"); !os.IsNotExist(err) {
+	if _, err := os.Stat("/sys/fs/cgroup/memory" + testCgroup("echo")); !os.IsNotExist(err) {
 		t.Errorf("container cgroup left behind: %v", err)
 	}
-	os.Remove("/sys/fs/cgroup/memory/berth-test") // the test's parent; best effort
 	if err := p.r.StopMonitor(ctx, p.id); err != nil {
 		t.Fatal(err)
 	}
@@ -320,8 +333,7 @@ func TestExitCodeAndStates(t *testing.T) {
 func TestKillAndDeleteCreated(t *testing.T) {
 	p := startTestPod(t, true, false)
 	ctx := context.Background()
-	p.create("sleeper", testSpec("sleep", "1000"), CreateOptions{CgroupPath: "/berth-test/sleeper"})
-	t.Cleanup(func() { os.Remove("/sys/fs/cgroup/memory/berth-test") })
+	p.create("sleeper", testSpec("sleep", "1000"), CreateOptions{CgroupPath: testCgroup("sleeper")})
 	if err := p.r.Start(ctx, "sleeper"); err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +343,7 @@ func TestKillAndDeleteCreated(t *testing.T) {
 	}
 	// The container process is in the cgroup made for it.
 	cg, err := os.ReadFile("/proc/" + strconv.Itoa(st.Pid) + "/cgroup")
-	if err != nil || !strings.Contains(string(cg), ":memory:/berth-test/sleeper\n") {
+	if err != nil || !strings.Contains(string(cg), ":memory:"+testCgroup("sleeper")+"\n") {
 		t.Errorf("container cgroups: %s %v", cg, err)
 	}
 	if err := p.r.Kill(ctx, "sleeper", syscall.SIGKILL); err != nil {
@@ -354,11 +366,10 @@ func TestKillAndDeleteCreated(t *testing.T) {
 
 func TestOOMKilled(t *testing.T) {
 	p := startTestPod(t, true, false)
-	t.Cleanup(func() { os.Remove("/sys/fs/cgroup/memory/berth-test") })
 	spec := testSpec("sh", "-c", "x=y; while true; do x=$x$x; done")
 	limit := int64(16 << 20)
 	spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}
-	st := p.run("oom", spec, CreateOptions{CgroupPath: "/berth-test/oom"})
+	st := p.run("oom", spec, CreateOptions{CgroupPath: testCgroup("oom")})
 	if st.Reason != ReasonOOMKilled || st.ExitCode != 137 {
 		t.Errorf("state %+v, want OOMKilled", st)
 	}
@@ -452,9 +463,8 @@ func TestTty(t *testing.T) {
 
 func TestExec(t *testing.T) {
 	p := startTestPod(t, true, false)
-	t.Cleanup(func() { os.Remove("/sys/fs/cgroup/memory/berth-test") })
 	ctx := context.Background()
-	p.create("box", testSpec("sleep", "1000"), CreateOptions{CgroupPath: "/berth-test/box"})
+	p.create("box", testSpec("sleep", "1000"), CreateOptions{CgroupPath: testCgroup("box")})
 	if _, err := p.r.Exec(ctx, "box", ExecOptions{Process: &specs.Process{Args: []string{"true"}, Cwd: "/"}}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("Exec in a created container: %v, want FailedPrecondition", err)
 	}
@@ -470,7 +480,7 @@ func TestExec(t *testing.T) {
 		t.Fatalf("Exec = %d, %v (stderr %q)", code, err, errOut.String())
 	}
 	lines := strings.Split(out.String(), "\n")
-	if len(lines) < 2 || !strings.HasPrefix(lines[0], "sleep") || !strings.HasSuffix(lines[1], ":memory:/berth-test/box") {
+	if len(lines) < 2 || !strings.HasPrefix(lines[0], "sleep") || !strings.HasSuffix(lines[1], ":memory:"+testCgroup("box")) {
 		t.Errorf("exec stdout %q: want the container's pid 1 and cgroup", out.String())
 	}
 	if errOut.String() != "err\n" {

@@ -1,0 +1,145 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// BenchmarkCreateStartWaitDelete measures one busybox `true` container's
+// whole life in a running pod, with its own cgroup.
+func BenchmarkCreateStartWaitDelete(b *testing.B) {
+	var phases [3]time.Duration
+	for _, withCgroup := range []bool{true, false} {
+		b.Run(fmt.Sprintf("cgroup=%v", withCgroup), func(b *testing.B) {
+			p := startTestPod(b, withCgroup, false)
+			ctx := context.Background()
+			// As in a real pod, the containers join the pod's pinned
+			// net, ipc and uts namespaces (making a netns is slow).
+			nsDir := b.TempDir()
+			b.Cleanup(func() { p.r.UnpinNamespaces(ctx, nsDir) })
+			pins, err := p.r.PinNamespaces(ctx, nsDir, []string{"net", "ipc", "uts"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			spec := testSpec("true")
+			kind := map[specs.LinuxNamespaceType]string{specs.NetworkNamespace: "net", specs.IPCNamespace: "ipc", specs.UTSNamespace: "uts"}
+			for i, ns := range spec.Linux.Namespaces {
+				spec.Linux.Namespaces[i].Path = pins[kind[ns.Type]]
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				id := "bench-" + strconv.Itoa(i)
+				opts := CreateOptions{}
+				if withCgroup {
+					opts.CgroupPath = testCgroup(id)
+				}
+				t0 := time.Now()
+				if err := p.r.Create(ctx, p.id, id, spec, opts); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if err := p.r.Start(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+				st, err := p.r.Wait(ctx, id)
+				if err != nil || st.ExitCode != 0 {
+					b.Fatalf("Wait: %+v, %v", st, err)
+				}
+				t2 := time.Now()
+				if err := p.r.Delete(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+				phases[0] += t1.Sub(t0)
+				phases[1] += t2.Sub(t1)
+				phases[2] += time.Since(t2)
+			}
+			for i, name := range []string{"create", "start+wait", "delete"} {
+				b.ReportMetric(float64(phases[i].Microseconds())/float64(b.N)/1000, name+"-ms/op")
+				phases[i] = 0
+			}
+		})
+	}
+}
+
+// smapsRollup returns the Rss and Pss of pid in KiB.
+func smapsRollup(pid int) (rss, pss int, err error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 2 {
+			continue
+		}
+		switch fs[0] {
+		case "Rss:":
+			rss, _ = strconv.Atoi(fs[1])
+		case "Pss:":
+			pss, _ = strconv.Atoi(fs[1])
+		}
+	}
+	return rss, pss, sc.Err()
+}
+
+// BenchmarkMonitorMemory reports what a pod monitor costs: RSS and PSS of
+// monitors that each parent one running container, with 1 and with 10 pods
+// on the node (PSS shares the binary's pages among the monitors, as on a
+// real node). The loop only repeats the measurement.
+func BenchmarkMonitorMemory(b *testing.B) {
+	needRoot(b)
+	for _, pods := range []int{1, 10} {
+		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
+			state := b.TempDir()
+			r := newTestRuntime(b, state, false)
+			ctx := context.Background()
+			var pids []int
+			for i := 0; i < pods; i++ {
+				pod := "berth-test-mem-" + strconv.Itoa(i)
+				id := "mem-" + strconv.Itoa(i)
+				b.Cleanup(func() {
+					r.Delete(ctx, id)
+					r.StopMonitor(ctx, pod)
+				})
+				if _, err := r.StartMonitor(ctx, pod, false); err != nil {
+					b.Fatal(err)
+				}
+				info, err := r.ConnectMonitor(ctx, pod)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pids = append(pids, info.Pid)
+				if err := r.Create(ctx, pod, id, testSpec("sleep", "1000"), CreateOptions{LogPath: state + "/" + id + ".log"}); err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Start(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var rss, pss int
+			for i := 0; i < b.N; i++ {
+				rss, pss = 0, 0
+				for _, pid := range pids {
+					r, p, err := smapsRollup(pid)
+					if err != nil {
+						b.Fatal(err)
+					}
+					rss += r
+					pss += p
+				}
+			}
+			b.ReportMetric(float64(rss)/float64(len(pids)), "rss-KiB/pod")
+			b.ReportMetric(float64(pss)/float64(len(pids)), "pss-KiB/pod")
+		})
+	}
+}
