@@ -34,7 +34,7 @@ type podEnv struct {
 	leaseDir string
 }
 
-func startPodEnv(t *testing.T) *podEnv {
+func startPodEnv(t testing.TB) *podEnv {
 	t.Helper()
 	confDir := t.TempDir()
 	leaseDir := t.TempDir()
@@ -68,7 +68,7 @@ func startPodEnv(t *testing.T) *podEnv {
 }
 
 // podConfig is a kubelet-like pod sandbox config.
-func podConfig(t *testing.T, name string) *runtimeapi.PodSandboxConfig {
+func podConfig(t testing.TB, name string) *runtimeapi.PodSandboxConfig {
 	return &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "e2e", Uid: fmt.Sprintf("uid-%s-%d", name, time.Now().UnixNano()), Attempt: 0},
 		Hostname:     name,
