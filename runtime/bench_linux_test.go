@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -92,54 +94,91 @@ func smapsRollup(pid int) (rss, pss int, err error) {
 	return rss, pss, sc.Err()
 }
 
+// buildMonitorOnly builds a binary with only the monitor in it, without cgo,
+// for Config.MonitorPath. The main package is added through a build overlay,
+// so nothing is written into the source tree.
+func buildMonitorOnly(tb testing.TB) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	src := filepath.Join(dir, "main.go")
+	err := os.WriteFile(src, []byte("package main\n\nimport (\n\t\"os\"\n\n\t\"github.com/berth-dev/berth/runtime/monitor\"\n)\n\n"+
+		"func main() { os.Exit(monitor.Main(os.Args[2:])) }\n"), 0o600)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	virt, err := filepath.Abs("monitor/zz_monitor_only_main/main.go")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	overlay := filepath.Join(dir, "overlay.json")
+	if err := os.WriteFile(overlay, []byte(fmt.Sprintf(`{"Replace":{%q:%q}}`, virt, src)), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	bin := filepath.Join(dir, "berth-monitor")
+	cmd := exec.Command("go", "build", "-overlay", overlay, "-o", bin, "./monitor/zz_monitor_only_main")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("build monitor-only binary: %v: %s", err, out)
+	}
+	return bin
+}
+
 // BenchmarkMonitorMemory reports what a pod monitor costs: RSS and PSS of
 // monitors that each parent one running container, with 1 and with 10 pods
 // on the node (PSS shares the binary's pages among the monitors, as on a
-// real node). The loop only repeats the measurement.
+// real node), for the monitor run from berth-shim (cgo, with the container
+// code) and from a monitor-only binary (Config.MonitorPath). The loop only
+// repeats the measurement.
 func BenchmarkMonitorMemory(b *testing.B) {
 	needRoot(b)
-	for _, pods := range []int{1, 10} {
-		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
-			state := b.TempDir()
-			r := newTestRuntime(b, state, false)
-			ctx := context.Background()
-			var pids []int
-			for i := 0; i < pods; i++ {
-				pod := "berth-test-mem-" + strconv.Itoa(i)
-				id := "mem-" + strconv.Itoa(i)
-				b.Cleanup(func() {
-					r.Delete(ctx, id)
-					r.StopMonitor(ctx, pod)
-				})
-				if _, err := r.StartMonitor(ctx, pod, false); err != nil {
-					b.Fatal(err)
+	monitorOnly := buildMonitorOnly(b)
+	for _, bin := range []string{"berth-shim", "monitor-only"} {
+		for _, pods := range []int{1, 10} {
+			b.Run(fmt.Sprintf("binary=%s/pods=%d", bin, pods), func(b *testing.B) {
+				state := b.TempDir()
+				r := newTestRuntime(b, state, false)
+				if bin == "monitor-only" {
+					r.cfg.MonitorPath = monitorOnly
 				}
-				info, err := r.ConnectMonitor(ctx, pod)
-				if err != nil {
-					b.Fatal(err)
-				}
-				pids = append(pids, info.Pid)
-				if err := r.Create(ctx, pod, id, testSpec("sleep", "1000"), CreateOptions{LogPath: state + "/" + id + ".log"}); err != nil {
-					b.Fatal(err)
-				}
-				if err := r.Start(ctx, id); err != nil {
-					b.Fatal(err)
-				}
-			}
-			var rss, pss int
-			for i := 0; i < b.N; i++ {
-				rss, pss = 0, 0
-				for _, pid := range pids {
-					r, p, err := smapsRollup(pid)
+				ctx := context.Background()
+				var pids []int
+				for i := 0; i < pods; i++ {
+					pod := "berth-test-mem-" + strconv.Itoa(i)
+					id := "mem-" + strconv.Itoa(i)
+					b.Cleanup(func() {
+						r.Delete(ctx, id)
+						r.StopMonitor(ctx, pod)
+					})
+					if _, err := r.StartMonitor(ctx, pod, false); err != nil {
+						b.Fatal(err)
+					}
+					info, err := r.ConnectMonitor(ctx, pod)
 					if err != nil {
 						b.Fatal(err)
 					}
-					rss += r
-					pss += p
+					pids = append(pids, info.Pid)
+					if err := r.Create(ctx, pod, id, testSpec("sleep", "1000"), CreateOptions{LogPath: state + "/" + id + ".log"}); err != nil {
+						b.Fatal(err)
+					}
+					if err := r.Start(ctx, id); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			b.ReportMetric(float64(rss)/float64(len(pids)), "rss-KiB/pod")
-			b.ReportMetric(float64(pss)/float64(len(pids)), "pss-KiB/pod")
-		})
+				var rss, pss int
+				for i := 0; i < b.N; i++ {
+					rss, pss = 0, 0
+					for _, pid := range pids {
+						r, p, err := smapsRollup(pid)
+						if err != nil {
+							b.Fatal(err)
+						}
+						rss += r
+						pss += p
+					}
+				}
+				b.ReportMetric(float64(rss)/float64(len(pids)), "rss-KiB/pod")
+				b.ReportMetric(float64(pss)/float64(len(pids)), "pss-KiB/pod")
+			})
+		}
 	}
 }

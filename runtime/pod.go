@@ -68,12 +68,16 @@ func (r *Runtime) startMonitor(ctx context.Context, podID string, sharePID bool)
 		return MonitorInfo{}, err
 	}
 	defer readyR.Close()
-	args := []string{"monitor", "--dir", dir}
+	args := []string{"monitor", "--dir", dir, "--shim", r.cfg.ShimPath}
 	if sharePID {
 		args = append(args, "--share-pid")
 	}
+	bin := r.cfg.MonitorPath
+	if bin == "" {
+		bin = r.cfg.ShimPath
+	}
 	// Not exec.CommandContext: ctx bounds the start, not the monitor's life.
-	cmd := exec.Command(r.cfg.ShimPath, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Dir = "/"
 	cmd.Env = shimEnv
 	cmd.Stdout, cmd.Stderr = logf, logf

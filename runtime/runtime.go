@@ -41,6 +41,11 @@ type Config struct {
 	StateDir string
 	// ShimPath is the berth-shim binary.
 	ShimPath string
+	// MonitorPath, if set, is a binary that runs the pod monitor as
+	// `MONITOR monitor --dir ... --shim SHIMPATH` (monitor.Main): a build
+	// without cgo and without the container code is smaller than
+	// berth-shim, and its memory is paid once per pod. Default: ShimPath.
+	MonitorPath string
 	// Cgroups makes container cgroups; nil runs containers in the monitor's
 	// cgroup (tests only).
 	Cgroups CgroupManager

@@ -97,9 +97,6 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 		c.master = master
 		childFiles = append(childFiles, slave)
 		stdio = [3]*os.File{slave, slave, slave}
-		if req.Stdin {
-			c.stdin.Store(nil) // tty input goes to the master
-		}
 		c.outs.Add(1)
 		go s.copyOut(c, master, "stdout", FrameStdout, false)
 	} else {
