@@ -147,6 +147,18 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 	return -1, fmt.Errorf("exec in container %s: %w", id, err)
 }
 
+// Resize sets the size of the container's terminal (created with Tty).
+func (r *Runtime) Resize(ctx context.Context, id string, size TermSize) error {
+	m, err := r.readMeta(id)
+	if err != nil {
+		return err
+	}
+	if _, err := r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpResize, ID: id, Width: size.Width, Height: size.Height}); err != nil {
+		return r.monitorErr(id, err)
+	}
+	return nil
+}
+
 // Attach connects to the container's stdio kept by the monitor: stdin (if
 // the container has one and stdin is not nil) goes to the container, its
 // output to stdout and stderr (nil: not subscribed). It returns when the

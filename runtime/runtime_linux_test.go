@@ -80,7 +80,7 @@ func setup(tmp string) string {
 	if err := os.WriteFile(filepath.Join(testRootfs, "bin", "busybox"), data, 0o755); err != nil {
 		return err.Error()
 	}
-	for _, app := range []string{"sh", "echo", "true", "false", "sleep", "cat", "tty", "ls", "read"} {
+	for _, app := range []string{"sh", "echo", "true", "false", "sleep", "cat", "tty", "ls", "stty"} {
 		os.Symlink("busybox", filepath.Join(testRootfs, "bin", app))
 	}
 	return ""
@@ -458,6 +458,35 @@ func TestTty(t *testing.T) {
 	// A terminal turns "\n" into "\r\n"; the record keeps the "\r".
 	if got := logLines(t, logPath); strings.Join(got, "|") != "stdout F is-a-tty\r" {
 		t.Errorf("log %q", got)
+	}
+}
+
+func TestTtyAttachResize(t *testing.T) {
+	p := startTestPod(t, false, false)
+	ctx := context.Background()
+	spec := testSpec("sh", "-c", "read x; stty size; exit 6")
+	spec.Process.Terminal = true
+	p.create("ttyatt", spec, CreateOptions{Tty: true, Stdin: true, LogPath: filepath.Join(t.TempDir(), "c.log")})
+	if err := p.r.Resize(ctx, "ttyatt", TermSize{Width: 123, Height: 45}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.r.Start(ctx, "ttyatt"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := p.r.Attach(ctx, "ttyatt", strings.NewReader("go\n"), &out, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The terminal echoes the input, then stty reports rows and columns.
+	if !strings.Contains(out.String(), "45 123") {
+		t.Errorf("attached output %q", out.String())
+	}
+	st, err := p.r.Wait(ctx, "ttyatt")
+	if err != nil || st.ExitCode != 6 {
+		t.Errorf("state %+v, %v", st, err)
+	}
+	if err := p.r.Resize(ctx, "nope", TermSize{Width: 1, Height: 1}); !errdefs.IsNotFound(err) {
+		t.Errorf("Resize of unknown: %v", err)
 	}
 }
 

@@ -362,7 +362,9 @@ func (s *server) serve() {
 func (s *server) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	br := bufio.NewReaderSize(conn, 1024)
-	line, err := br.ReadSlice('\n')
+	// ReadBytes, not ReadSlice: a request with long paths may exceed the
+	// buffer. Only root reaches the socket (its directory is 0700).
+	line, err := br.ReadBytes('\n')
 	if err != nil {
 		return
 	}
