@@ -330,6 +330,37 @@ func TestExitCodeAndStates(t *testing.T) {
 	}
 }
 
+func TestConcurrentContainers(t *testing.T) {
+	p := startTestPod(t, false, false)
+	ctx := context.Background()
+	const n = 6
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		id := "par-" + strconv.Itoa(i)
+		p.ids = append(p.ids, id)
+		go func() {
+			if err := p.r.Create(ctx, p.id, id, testSpec("sh", "-c", "exit "+strconv.Itoa(10+i)), CreateOptions{}); err != nil {
+				errs <- err
+				return
+			}
+			if err := p.r.Start(ctx, id); err != nil {
+				errs <- err
+				return
+			}
+			st, err := p.r.Wait(ctx, id)
+			if err == nil && st.ExitCode != 10+i {
+				err = fmt.Errorf("%s exited %d, want %d", id, st.ExitCode, 10+i)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestKillAndDeleteCreated(t *testing.T) {
 	p := startTestPod(t, true, false)
 	ctx := context.Background()
