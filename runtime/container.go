@@ -263,9 +263,10 @@ func (r *Runtime) Wait(ctx context.Context, id string) (State, error) {
 	}
 }
 
-// Kill sends sig to the container's process. Killing a container that is
-// not running (or whose monitor is gone) is errdefs.ErrFailedPrecondition;
-// in the latter case a process that outlived its monitor is still killed.
+// Kill sends sig to the container's process. Signalling a container that
+// has already stopped does nothing and is not an error (a stop racing with
+// the exit must not fail); nor is it when the monitor is gone, in which case
+// a process that outlived its monitor is still signalled.
 func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
 	m, err := r.readMeta(id)
 	if err != nil {
@@ -273,10 +274,10 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	}
 	_, err = r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpKill, ID: id, Signal: int(sig)})
 	if errors.Is(err, errdefs.ErrUnavailable) {
-		r.killOrphan(ctx, id, sig, false)
+		return r.killOrphan(ctx, id, sig, false)
 	}
 	if err != nil {
-		return r.monitorErr(id, err)
+		return fmt.Errorf("kill container %s: %w", id, err)
 	}
 	return nil
 }

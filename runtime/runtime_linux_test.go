@@ -311,8 +311,11 @@ func TestExitCodeAndStates(t *testing.T) {
 	if err != nil || st.Status != StatusStopped || st.ExitCode != 3 || st.Signal != 0 || st.Reason != ReasonError {
 		t.Errorf("after exit 3: %+v, %v", st, err)
 	}
-	if err := p.r.Kill(ctx, "three", syscall.SIGKILL); !errors.Is(err, errdefs.ErrFailedPrecondition) {
-		t.Errorf("Kill of stopped: %v, want FailedPrecondition", err)
+	if err := p.r.Kill(ctx, "three", syscall.SIGKILL); err != nil {
+		t.Errorf("Kill of a stopped container: %v, want nil", err)
+	}
+	if err := p.r.Kill(ctx, "nope", syscall.SIGKILL); !errdefs.IsNotFound(err) {
+		t.Errorf("Kill of unknown: %v, want NotFound", err)
 	}
 	if err := p.r.Create(ctx, p.id, "three", testSpec("true"), CreateOptions{}); !errdefs.IsAlreadyExists(err) {
 		t.Errorf("Create of existing: %v, want AlreadyExists", err)

@@ -479,7 +479,9 @@ func (s *server) kill(req *Request) error {
 		return err
 	}
 	if c.reaped {
-		return fmt.Errorf("container %q is not running: %w", req.ID, errdefs.ErrFailedPrecondition)
+		// Already exited: nothing to signal. Not an error, so a stop that
+		// races with the exit does not fail.
+		return nil
 	}
 	if err := syscall.Kill(c.st.Pid, syscall.Signal(req.Signal)); err != nil {
 		return fmt.Errorf("kill container %q: %w", req.ID, err)
