@@ -292,3 +292,72 @@ func TestPodInit(t *testing.T) {
 		t.Errorf("podinit after SIGTERM: %v", err)
 	}
 }
+
+// Killing `berth-shim exec` kills the process it runs, also when that
+// process switched to another user (which clears the parent-death signal).
+func TestExecKilledWithEntry(t *testing.T) {
+	rootfs := busyboxRootfs(t)
+	c := started(t, testSpec(rootfs, "sleep", "1000"))
+	p := execProcess("sleep", "1000")
+	p.User = specs.User{UID: 1000, GID: 1000}
+	cmd := exec.Command(shim, "exec", "--pid", fmt.Sprint(c.pid), "--process", writeJSON(t, p))
+	outR, outW, _ := os.Pipe()
+	defer outR.Close()
+	cmd.Stdout = outW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	outW.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Find the exec'd sleep: the entry's only child, once it runs sleep.
+	var child int
+	for deadline := time.Now().Add(30 * time.Second); child == 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		var k int
+		if _, err := fmt.Sscan(string(kids), &k); err == nil {
+			if cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k)); strings.HasPrefix(string(cl), "sleep\x00") {
+				child = k
+			}
+		}
+	}
+	if child == 0 {
+		t.Fatal("exec'd process not found")
+	}
+	pidfd, err := unix.PidfdOpen(child, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	cmd.Process.Kill()
+	cmd.Wait()
+	// Returns once the child has died; hangs (and the test times out) if not.
+	unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, -1)
+	// Orphaned, the child was re-parented to us (a subreaper, as the
+	// monitor is): reap it, or the container's pid namespace can't end.
+	unix.Wait4(child, nil, 0, nil)
+	// Its stdout closes with it.
+	if n, _ := outR.Read(make([]byte, 1)); n != 0 {
+		t.Error("unexpected output")
+	}
+}
+
+// A container can join a pod's shared pid namespace held by podinit.
+func TestSharedPidNamespace(t *testing.T) {
+	pi := exec.Command(shim, "podinit")
+	pi.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	if err := pi.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pi.Process.Kill(); pi.Wait() })
+	rootfs := busyboxRootfs(t)
+	spec := testSpec(rootfs, "sh", "-c", "echo pid=$$; echo init=$(tr '\\0' ' ' </proc/1/cmdline)")
+	for i, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/pid", pi.Process.Pid)
+		}
+	}
+	out := run(t, spec)
+	if field(t, out, "pid") == "1" || !strings.HasPrefix(field(t, out, "init"), shim+" podinit") {
+		t.Errorf("container in the pod's pid namespace:\n%s", out)
+	}
+}

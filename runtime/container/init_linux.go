@@ -230,8 +230,8 @@ func joinCgroup(cgroupsPath string) error {
 	for _, d := range dirs {
 		procs := filepath.Join(d, cgroupsPath, "cgroup.procs")
 		f, err := os.OpenFile(procs, os.O_WRONLY, 0)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			continue // not created in this hierarchy, or not a hierarchy
 		}
 		if err != nil {
 			return fmt.Errorf("join cgroup: %w", err)

@@ -3,6 +3,7 @@ package container
 import (
 	"os"
 	"os/signal"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,7 +15,7 @@ func PodInitMain(args []string) int {
 	// through our /proc/1/{cwd,root,fd}.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	unix.Chdir("/")
-	unix.CloseRange(3, ^uint(0), 0)
+	closeInherited()
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
 	for {
@@ -22,6 +23,24 @@ func PodInitMain(args []string) int {
 		if s := <-sigs; s != unix.SIGCHLD {
 			reap()
 			return 0
+		}
+	}
+}
+
+// closeInherited closes the descriptors the starter leaked to us (those
+// without close-on-exec); the Go runtime's own all have it.
+func closeInherited() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			unix.Close(fd)
 		}
 	}
 }

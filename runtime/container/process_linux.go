@@ -228,8 +228,25 @@ func (pr *prepared) execute() error {
 			return fmt.Errorf("keepcaps: %w", err)
 		}
 	}
+	// A change of credentials clears the parent-death signal (exec's
+	// child has SIGKILL there, so that killing berth-shim exec kills it).
+	var pdeath int32
+	if err := unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&pdeath)), 0, 0, 0); err != nil {
+		return fmt.Errorf("get parent-death signal: %w", err)
+	}
+	ppid := unix.Getppid()
 	if err := setUser(p.User); err != nil {
 		return err
+	}
+	if pdeath != 0 {
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(pdeath), 0, 0, 0); err != nil {
+			return fmt.Errorf("restore parent-death signal: %w", err)
+		}
+		// The parent may have died while the signal was unset; we would
+		// have been re-parented then.
+		if unix.Getppid() != ppid {
+			return errors.New("berth-shim exec's parent died")
+		}
 	}
 	if pr.caps != nil {
 		if err := pr.caps.apply(); err != nil {
