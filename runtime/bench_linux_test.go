@@ -71,6 +71,25 @@ func BenchmarkCreateStartWaitDelete(b *testing.B) {
 	}
 }
 
+// BenchmarkExec measures one `true` exec (as ExecSync runs it) in a running
+// container.
+func BenchmarkExec(b *testing.B) {
+	p := startTestPod(b, false, false)
+	ctx := context.Background()
+	p.create("exec-bench", testSpec("sleep", "1000"), CreateOptions{})
+	if err := p.r.Start(ctx, "exec-bench"); err != nil {
+		b.Fatal(err)
+	}
+	proc := &specs.Process{Args: []string{"true"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		code, err := p.r.Exec(ctx, "exec-bench", ExecOptions{Process: proc})
+		if err != nil || code != 0 {
+			b.Fatalf("Exec = %d, %v", code, err)
+		}
+	}
+}
+
 // smapsRollup returns the Rss and Pss of pid in KiB.
 func smapsRollup(pid int) (rss, pss int, err error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")

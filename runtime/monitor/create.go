@@ -60,6 +60,8 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 			clear(s.unclaimed)
 		}
 		if retErr != nil {
+			// The runtime removes the bundle next: write nothing there.
+			c.failed = true
 			delete(s.ctrs, req.ID)
 			if p := int(ctrPid.Load()); p > 0 && s.byPid[p] == c {
 				delete(s.byPid, p)

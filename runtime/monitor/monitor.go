@@ -125,6 +125,7 @@ type ctr struct {
 	// Under server.mu:
 	st       State
 	creating bool
+	failed   bool // create failed: the container is forgotten
 	reaped   bool
 	ws       syscall.WaitStatus
 	starting bool
@@ -339,6 +340,9 @@ func (s *server) finishExit(c *ctr) {
 }
 
 func (s *server) writeStateLocked(c *ctr) {
+	if c.failed {
+		return
+	}
 	if err := WriteStateFile(c.bundle, &c.st); err != nil {
 		fmt.Fprintf(os.Stderr, "monitor: container %s: %v\n", c.id, err)
 	}
