@@ -416,8 +416,9 @@ func TestTerminal(t *testing.T) {
 	}
 	var st unix.Stat_t
 	unix.Fstat(int(slave.Fd()), &st)
-	spec := testSpec(rootfs, "sh", "-c", `test -t 0 && echo tty=yes; stat -c 'console=%t:%T' /dev/console; echo ctty=$(cut -d' ' -f7 /proc/1/stat)`)
+	spec := testSpec(rootfs, "sh", "-c", `test -t 0 && echo tty=yes; stat -c 'console=%t:%T' /dev/console; echo ctty=$(cut -d' ' -f7 /proc/1/stat); echo size=$(stty size)`)
 	spec.Process.Terminal = true
+	spec.Process.ConsoleSize = &specs.Box{Height: 33, Width: 101}
 	c, err := create(t, spec, func(cmd *exec.Cmd) { cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave })
 	if err != nil {
 		t.Fatal(err)
@@ -444,6 +445,9 @@ func TestTerminal(t *testing.T) {
 	}
 	if want := fmt.Sprintf("%x:%x", unix.Major(st.Rdev), unix.Minor(st.Rdev)); field(t, got, "console") != want {
 		t.Errorf("/dev/console is %s, want the pty %s", field(t, got, "console"), want)
+	}
+	if field(t, got, "size") != "33 101" {
+		t.Errorf("terminal size %q, want 33 101", field(t, got, "size"))
 	}
 	// The terminal is the controlling terminal of the container's session.
 	if field(t, got, "ctty") != fmt.Sprint(st.Rdev) {

@@ -203,6 +203,12 @@ func (pr *prepared) execute() error {
 		if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
 			return fmt.Errorf("make the terminal controlling: %w", err)
 		}
+		if cs := p.ConsoleSize; cs != nil {
+			ws := unix.Winsize{Row: uint16(cs.Height), Col: uint16(cs.Width)}
+			if err := unix.IoctlSetWinsize(0, unix.TIOCSWINSZ, &ws); err != nil {
+				return fmt.Errorf("set the terminal size: %w", err)
+			}
+		}
 	}
 	for _, r := range p.Rlimits {
 		lim := unix.Rlimit{Cur: r.Soft, Max: r.Hard}
