@@ -67,7 +67,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 	}
 	defer os.Remove(procFile)
 
-	cmd := exec.CommandContext(ctx, r.cfg.ShimPath, "exec", "--pid", strconv.Itoa(st.Pid), "--process", procFile)
+	cmd := exec.CommandContext(ctx, r.shimExePath(), "exec", "--pid", strconv.Itoa(st.Pid), "--process", procFile)
 	cmd.Dir = "/"
 	cmd.Env = shimEnv
 	var copyWG sync.WaitGroup

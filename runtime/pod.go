@@ -68,7 +68,14 @@ func (r *Runtime) startMonitor(ctx context.Context, podID string, sharePID bool)
 		return MonitorInfo{}, err
 	}
 	defer readyR.Close()
-	args := []string{"monitor", "--dir", dir, "--shim", r.cfg.ShimPath}
+	shim := r.cfg.ShimPath
+	extra := []*os.File{readyW}
+	if r.shimExe != nil {
+		// fd 4 in the monitor: the shared sealed copy, for container inits.
+		extra = append(extra, r.shimExe)
+		shim = "/proc/self/fd/4"
+	}
+	args := []string{"monitor", "--dir", dir, "--shim", shim}
 	if sharePID {
 		args = append(args, "--share-pid")
 	}
@@ -81,7 +88,7 @@ func (r *Runtime) startMonitor(ctx context.Context, podID string, sharePID bool)
 	cmd.Dir = "/"
 	cmd.Env = shimEnv
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{readyW}
+	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	readyW.Close()

@@ -23,12 +23,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/monitor"
@@ -104,6 +108,12 @@ func (a cgroupAdapter[C, M]) Load(ctx context.Context, path string) (Cgroup, err
 // so any number of Runtime values (or berthd restarts) see the same truth.
 type Runtime struct {
 	cfg Config
+	// shimExe is a sealed in-memory copy of berth-shim, shared by every
+	// container init and exec entry started through this Runtime: they must
+	// run from a sealed copy (CVE-2019-5736), and finding themselves already
+	// in one spares each of them copying the binary and exec'ing again. Nil
+	// if it could not be made; the shim then makes its own copy.
+	shimExe *os.File
 }
 
 // New returns a Runtime. It makes the state dirs.
@@ -122,7 +132,47 @@ func New(cfg Config) (*Runtime, error) {
 			return nil, err
 		}
 	}
-	return &Runtime{cfg: cfg}, nil
+	r := &Runtime{cfg: cfg}
+	exe, err := sealedCopy(cfg.ShimPath)
+	if err != nil {
+		klog.ErrorS(err, "No shared sealed copy of berth-shim; each container start will copy it")
+	} else {
+		r.shimExe = exe
+	}
+	return r, nil
+}
+
+// sealedCopy copies the file at path into a memfd sealed against any change.
+func sealedCopy(path string) (*os.File, error) {
+	src, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	fd, err := unix.MemfdCreate("berth-shim", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	mfd := os.NewFile(uintptr(fd), "berth-shim")
+	if _, err := io.Copy(mfd, src); err != nil {
+		mfd.Close()
+		return nil, fmt.Errorf("copy %s: %w", path, err)
+	}
+	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	if _, err := unix.FcntlInt(mfd.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+		mfd.Close()
+		return nil, fmt.Errorf("seal memfd: %w", err)
+	}
+	return mfd, nil
+}
+
+// shimExePath is what to exec for `berth-shim init` or `exec` from this
+// process (or a child of it, before exec).
+func (r *Runtime) shimExePath() string {
+	if r.shimExe == nil {
+		return r.cfg.ShimPath
+	}
+	return "/proc/self/fd/" + strconv.Itoa(int(r.shimExe.Fd()))
 }
 
 // Status of a container.

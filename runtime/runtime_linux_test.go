@@ -333,6 +333,40 @@ func TestExitCodeAndStates(t *testing.T) {
 	}
 }
 
+// TestNoFdLeak checks that no descriptor of berthd, the monitor or the
+// shim (the sealed berth-shim copy, the sync pipe, sockets) reaches the
+// container's process or an exec'd one: only stdio, plus the directory ls
+// itself opens.
+func TestNoFdLeak(t *testing.T) {
+	p := startTestPod(t, false, false)
+	ctx := context.Background()
+	logPath := filepath.Join(t.TempDir(), "c.log")
+	p.create("fds", testSpec("sh", "-c", "ls /proc/self/fd; exec sleep 1000"), CreateOptions{LogPath: logPath, Stdin: true})
+	if err := p.r.Start(ctx, "fds"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	code, err := p.r.Exec(ctx, "fds", ExecOptions{
+		Process: &specs.Process{Args: []string{"ls", "/proc/self/fd"}, Env: []string{"PATH=/bin"}, Cwd: "/"},
+		Stdout:  &out,
+	})
+	if err != nil || code != 0 {
+		t.Fatalf("Exec = %d, %v", code, err)
+	}
+	if got := strings.Fields(out.String()); strings.Join(got, " ") != "0 1 2 3" {
+		t.Errorf("exec'd process has fds %q, want 0 1 2 (3 is ls's)", got)
+	}
+	if err := p.r.Kill(ctx, "fds", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.r.Wait(ctx, "fds"); err != nil {
+		t.Fatal(err)
+	}
+	if got := logLines(t, logPath); strings.Join(got, " ") != "stdout F 0 stdout F 1 stdout F 2 stdout F 3" {
+		t.Errorf("container process has fds %q, want 0 1 2 (3 is ls's)", got)
+	}
+}
+
 func TestConcurrentContainers(t *testing.T) {
 	p := startTestPod(t, false, false)
 	ctx := context.Background()

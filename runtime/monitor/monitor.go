@@ -135,6 +135,16 @@ type ctr struct {
 }
 
 func newServer(dir, self string, sharePID bool) (*server, error) {
+	if n, ok := strings.CutPrefix(self, "/proc/self/fd/"); ok {
+		// An inherited descriptor of berth-shim (berthd's sealed copy):
+		// keep it from every child but let them exec it by this path,
+		// which the kernel resolves before it closes close-on-exec fds.
+		fd, err := strconv.Atoi(n)
+		if err != nil {
+			return nil, fmt.Errorf("--shim %s: %w", self, err)
+		}
+		unix.CloseOnExec(fd)
+	}
 	if self == "" {
 		// The monitor runs on the host, never inside a container, so
 		// naming its own binary exposes nothing.
