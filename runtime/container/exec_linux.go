@@ -16,7 +16,8 @@ import (
 // ExecProcess is the content of exec's --process file: an OCI process, plus
 // the container's seccomp profile (the OCI process has no field for it; the
 // runtime spec keeps it in linux.seccomp). A plain specs.Process JSON is
-// valid too, and then no seccomp filter is applied.
+// valid too: then the profile is the linux.seccomp of the config.json in the
+// process file's directory (the bundle), if there is one.
 type ExecProcess struct {
 	specs.Process
 	Seccomp *specs.LinuxSeccomp `json:"seccomp,omitempty"`
@@ -61,6 +62,11 @@ func execInContainer() error {
 	if err != nil {
 		return fmt.Errorf("read process: %w", err)
 	}
+	if ep.Seccomp == nil {
+		if ep.Seccomp, err = bundleSeccomp(); err != nil {
+			return err
+		}
+	}
 	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -79,4 +85,30 @@ func execInContainer() error {
 		return err
 	}
 	return pr.execute()
+}
+
+// bundleSeccomp reads linux.seccomp from the config.json beside the process
+// file (opened by nsexec before the mount namespace changed).
+func bundleSeccomp() (*specs.LinuxSeccomp, error) {
+	fd := nsexec.ExecConfigFD()
+	if fd < 0 {
+		return nil, nil
+	}
+	f := os.NewFile(uintptr(fd), "config.json")
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("bundle config.json is not a regular file")
+	}
+	var spec struct {
+		Linux *struct {
+			Seccomp *specs.LinuxSeccomp `json:"seccomp"`
+		} `json:"linux"`
+	}
+	if err := json.NewDecoder(f).Decode(&spec); err != nil {
+		return nil, fmt.Errorf("read bundle config.json: %w", err)
+	}
+	if spec.Linux == nil {
+		return nil, nil
+	}
+	return spec.Linux.Seccomp, nil
 }

@@ -2,6 +2,7 @@ package container
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -359,5 +360,29 @@ func TestSharedPidNamespace(t *testing.T) {
 	out := run(t, spec)
 	if field(t, out, "pid") == "1" || !strings.HasPrefix(field(t, out, "init"), shim+" podinit") {
 		t.Errorf("container in the pod's pid namespace:\n%s", out)
+	}
+}
+
+// A plain specs.Process file in the bundle gets the bundle's seccomp profile.
+func TestExecSeccompFromBundle(t *testing.T) {
+	rootfs := busyboxRootfs(t)
+	c := started(t, testSpec(rootfs, "sleep", "1000"))
+	spec := testSpec(rootfs, "true")
+	spec.Linux.Seccomp = &specs.LinuxSeccomp{
+		DefaultAction: specs.ActAllow,
+		Syscalls:      []specs.LinuxSyscall{{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno}},
+	}
+	dir := t.TempDir()
+	b, _ := json.Marshal(spec)
+	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600)
+	p := execProcess("sh", "-c", "mkdir /tmp/from-bundle")
+	pb, _ := json.Marshal(p.Process) // no "seccomp" key
+	file := filepath.Join(dir, "exec-1.json")
+	os.WriteFile(file, pb, 0o600)
+	var out bytes.Buffer
+	cmd := exec.Command(shim, "exec", "--pid", fmt.Sprint(c.pid), "--process", file)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err == nil || !strings.Contains(out.String(), "Operation not permitted") {
+		t.Errorf("exec with the bundle's mkdir-denying profile: %v\n%s", err, out.String())
 	}
 }

@@ -32,6 +32,7 @@
 
 // Results handed to Go (read through cgo after the runtime has started).
 int berth_exec_process_fd = -1;
+int berth_exec_config_fd = -1;
 int berth_exec_joined = 0;
 
 // Exit status for a failure of the exec entry itself (docker uses 125 for
@@ -191,6 +192,15 @@ static void join_container(int argc, char **argv) {
 	berth_exec_process_fd = open(process, O_RDONLY | O_CLOEXEC);
 	if (berth_exec_process_fd < 0)
 		die("open %s", process);
+	// The container's config.json beside the process file, if there is one:
+	// it supplies the seccomp profile when the process file has none.
+	char config[4096];
+	const char *slash = strrchr(process, '/');
+	if (slash)
+		snprintf(config, sizeof config, "%.*s/config.json", (int)(slash - process), process);
+	else
+		snprintf(config, sizeof config, "config.json");
+	berth_exec_config_fd = open(config, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 
 	int fds[NUM_NS];
 	for (size_t i = 0; i < NUM_NS; i++) {
@@ -241,6 +251,8 @@ static void join_container(int argc, char **argv) {
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 		sigaction(sigs[i], &sa, NULL);
 	close(berth_exec_process_fd);
+	if (berth_exec_config_fd >= 0)
+		close(berth_exec_config_fd);
 	int status;
 	for (;;) {
 		pid_t w = waitpid(c, &status, 0);

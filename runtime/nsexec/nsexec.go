@@ -16,3 +16,8 @@ func ExecJoined() bool { return C.berth_exec_joined != 0 }
 // ExecProcessFD is the descriptor of the --process file, opened before the
 // mount namespace was switched (its host path no longer resolves); -1 if none.
 func ExecProcessFD() int { return int(C.berth_exec_process_fd) }
+
+// ExecConfigFD is the descriptor of the config.json in the --process file's
+// directory (the container's bundle), opened with the process file; -1 if
+// there is none.
+func ExecConfigFD() int { return int(C.berth_exec_config_fd) }
