@@ -142,6 +142,17 @@ func New(cfg Config) (*Runtime, error) {
 	return r, nil
 }
 
+// Close releases what the Runtime holds open (the sealed shim copy). Pod
+// monitors and containers are not affected: they outlive berthd.
+func (r *Runtime) Close() error {
+	if r.shimExe == nil {
+		return nil
+	}
+	err := r.shimExe.Close()
+	r.shimExe = nil
+	return err
+}
+
 // sealedCopy copies the file at path into a memfd sealed against any change.
 func sealedCopy(path string) (*os.File, error) {
 	src, err := os.Open(path)

@@ -120,6 +120,7 @@ func newTestRuntime(tb testing.TB, stateDir string, withCgroups bool) *Runtime {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { r.Close() })
 	return r
 }
 
