@@ -36,6 +36,8 @@ import (
 
 // Options configure a registry.
 type Options struct {
+	// Addr is where to listen; empty means a free port on 127.0.0.1.
+	Addr string
 	// Username and Password, when Username is set, require HTTP basic auth
 	// on every request (the /v2/ ping answers 401 with a Basic challenge).
 	Username, Password string
@@ -96,7 +98,11 @@ func Start(t testing.TB, opts Options) *Registry {
 
 // StartServer starts a registry; the caller must Close it. Usable from TestMain.
 func StartServer(opts Options) (*Registry, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
