@@ -422,6 +422,17 @@ func TestKillAndDeleteCreated(t *testing.T) {
 	if err != nil || st.ExitCode != 137 || st.Signal != int(syscall.SIGKILL) || st.Reason != ReasonError {
 		t.Errorf("after SIGKILL: %+v, %v", st, err)
 	}
+	// A created container killed before Start cannot be started.
+	p.create("victim", testSpec("true"), CreateOptions{})
+	if err := p.r.Kill(ctx, "victim", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.r.Wait(ctx, "victim"); err != nil || st.Signal != int(syscall.SIGKILL) || !st.StartedAt.IsZero() {
+		t.Errorf("killed before start: %+v, %v", st, err)
+	}
+	if err := p.r.Start(ctx, "victim"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("Start after kill: %v, want FailedPrecondition", err)
+	}
 	// Delete of a created, never started container kills it.
 	p.create("never", testSpec("true"), CreateOptions{})
 	st, _ = p.r.State(ctx, "never")

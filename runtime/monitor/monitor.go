@@ -534,27 +534,35 @@ func (s *server) start(req *Request) (*State, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
+	// The container process blocks opening the fifo for writing until it
+	// has a reader; it then writes a byte and execs. The read end is opened
+	// here, non-blocking and under mu, so that if the process dies instead,
+	// finishExit (which sees starting) can always open a write end and
+	// close it to wake the poll below.
+	fd, err := unix.Open(filepath.Join(c.bundle, "exec.fifo"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("start container %q: open exec fifo: %w", req.ID, err)
+	}
 	c.starting = true
 	s.mu.Unlock()
 
-	// The container process blocks opening the fifo for writing until we
-	// open it for reading; it then writes a byte and execs. If the process
-	// dies first, finishExit opens the write end to release us.
-	n := 0
-	f, err := os.OpenFile(filepath.Join(c.bundle, "exec.fifo"), os.O_RDONLY, 0)
-	if err == nil {
-		var b [1]byte
-		n, _ = f.Read(b[:])
-		f.Close()
+	// A fresh FIFO reader polls readable once a writer wrote, and hung up
+	// once a writer came and went; until then it waits.
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+			break
+		}
 	}
+	var b [1]byte
+	n, _ := unix.Read(fd, b[:])
+	unix.Close(fd)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.starting = false
-	if err != nil {
-		return nil, fmt.Errorf("start container %q: %w", req.ID, err)
-	}
-	if n == 0 && c.reaped {
+	if n <= 0 && c.reaped {
 		return nil, fmt.Errorf("container %q exited before it started: %w", req.ID, errdefs.ErrFailedPrecondition)
 	}
 	c.st.StartedAt = time.Now()
