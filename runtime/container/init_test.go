@@ -454,3 +454,71 @@ func TestTerminal(t *testing.T) {
 		t.Errorf("controlling tty %s, want %d:\n%s", field(t, got, "ctty"), st.Rdev, got)
 	}
 }
+
+func TestBindAndTmpfsMounts(t *testing.T) {
+	rootfs := busyboxRootfs(t)
+	src := t.TempDir()
+	sub := filepath.Join(src, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("berth-test", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	// Shared, so that a slave copy of it can be told from a private one.
+	if err := unix.Mount("", sub, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(sub, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", sub, err)
+		}
+	})
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, []byte("file-content"), 0o644)
+	spec := testSpec(rootfs, "sh", "-c", `
+touch /ro/x 2>/dev/null && echo ro=rw || echo ro=ro
+touch /ro/sub/x 2>/dev/null && echo rosub=rw || echo rosub=ro
+touch /rro/sub/x 2>/dev/null && echo rrosub=rw || echo rrosub=ro
+touch /rw/x && echo rw=rw
+ls /norec/sub | wc -l | sed 's/^/norec=/'
+ls /rw/sub | wc -l | sed 's/^/rec=/'
+echo file=$(cat /etc/bound)
+echo tmp=$(stat -c %a /scratch) $(df -k /scratch | tail -1 | awk '{print $2}')
+grep ' /rro/sub ' /proc/self/mountinfo | grep -q 'master:' && echo prop=slave || echo prop=private`)
+	spec.Mounts = append(spec.Mounts,
+		specs.Mount{Destination: "/ro", Type: "bind", Source: src, Options: []string{"rbind", "ro"}},
+		specs.Mount{Destination: "/rro", Type: "bind", Source: src, Options: []string{"rbind", "rro", "rslave"}},
+		specs.Mount{Destination: "/rw", Type: "bind", Source: src, Options: []string{"rbind", "rw"}},
+		specs.Mount{Destination: "/norec", Type: "bind", Source: src, Options: []string{"bind"}},
+		specs.Mount{Destination: "/etc/bound", Type: "bind", Source: file, Options: []string{"bind", "ro"}},
+		specs.Mount{Destination: "/scratch", Type: "tmpfs", Source: "tmpfs", Options: []string{"mode=1777", "size=2m"}},
+	)
+	// As containerd sets it for HostToContainer propagation.
+	spec.Linux.RootfsPropagation = "rslave"
+	out := run(t, spec)
+	want := map[string]string{
+		"ro": "ro", "rosub": "rw", "rrosub": "ro", "rw": "rw", "norec": "0", "rec": "1",
+		"file": "file-content", "tmp": "1777 2048", "prop": "slave",
+	}
+	for k, v := range want {
+		if got := field(t, out, k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	// The container's writes through the rw bind reached the host dir.
+	if _, err := os.Stat(filepath.Join(src, "x")); err != nil {
+		t.Errorf("write through the rw bind: %v", err)
+	}
+}
+
+// rshared root propagation (containerd asks for it with Bidirectional
+// mounts) must not break pivot_root.
+func TestRootfsPropagationShared(t *testing.T) {
+	rootfs := busyboxRootfs(t)
+	spec := testSpec(rootfs, "sh", "-c", "echo ok=yes")
+	spec.Linux.RootfsPropagation = "rshared"
+	if out := run(t, spec); field(t, out, "ok") != "yes" {
+		t.Errorf("output %q", out)
+	}
+}

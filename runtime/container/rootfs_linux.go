@@ -63,6 +63,13 @@ func (s *setup) prepareRootfs() error {
 		return fmt.Errorf("make / %s: %w", s.spec.Linux.RootfsPropagation, err)
 	}
 	rootPath := s.spec.Root.Path
+	if prop&unix.MS_SHARED != 0 {
+		// pivot_root refuses a new root whose parent mount is shared, and a
+		// bind of a shared mount would be shared too.
+		if err := parentMountPrivate(rootPath); err != nil {
+			return err
+		}
+	}
 	if err := unix.Mount(rootPath, rootPath, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind rootfs %s: %w", rootPath, err)
 	}
@@ -118,6 +125,30 @@ func (s *setup) prepareRootfs() error {
 		if err := s.bindConsole(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// parentMountPrivate makes the mount that contains dir private (only it).
+func parentMountPrivate(dir string) error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	best := "/"
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		// Mount points are octal-escaped; berth's own paths have no spaces.
+		mp := f[4]
+		if (dir == mp || strings.HasPrefix(dir, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > len(best) {
+			best = mp
+		}
+	}
+	if err := unix.Mount("", best, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", best, err)
 	}
 	return nil
 }
