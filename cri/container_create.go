@@ -145,6 +145,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, err
 	}
 	klog.InfoS("Created container", "containerID", id, "podSandboxID", pod.ID, "name", rec.Name)
+	s.emit(ctx, rec, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 

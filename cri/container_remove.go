@@ -41,5 +41,7 @@ func (s *Service) removeContainer(ctx context.Context, idOrPrefix string) error 
 		return err
 	}
 	klog.InfoS("Removed container", "containerID", id, "podSandboxID", e.rec.PodID)
+	s.events.waitStopped(id)
+	s.emit(ctx, e.rec, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
 }

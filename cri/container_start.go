@@ -18,5 +18,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	if err := s.deps.Runtime.Start(ctx, e.rec.ID); err != nil {
 		return nil, err
 	}
+	s.emit(ctx, e.rec, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	s.watchExit(e.rec)
 	return &runtimeapi.StartContainerResponse{}, nil
 }

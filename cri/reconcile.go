@@ -83,5 +83,6 @@ func (s *Service) Reconcile(ctx context.Context, r Reconciler) error {
 		}
 		cancel()
 	}
+	s.watchRunning(ctx)
 	return errors.Join(errs...)
 }

@@ -85,6 +85,7 @@ type Service struct {
 	deps       Deps
 	containers *containerStore
 	stream     StreamServer
+	events     *eventBus
 	lastCap    int
 }
 
@@ -97,7 +98,7 @@ func New(deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cri: %w", err)
 	}
-	return &Service{deps: deps, containers: store, lastCap: lastCapability()}, nil
+	return &Service{deps: deps, containers: store, lastCap: lastCapability(), events: newEventBus()}, nil
 }
 
 // Register adds both CRI services to srv.
