@@ -213,6 +213,15 @@ func TestStartWaitsForFifo(t *testing.T) {
 	if err != nil || !strings.HasPrefix(exe, "/memfd:berth-shim") {
 		t.Errorf("created process runs %q (%v), want the sealed memfd copy", exe, err)
 	}
+	// What a process in the container would reach through /proc/<pid>/exe
+	// can't be written (CVE-2019-5736).
+	if f, err := os.OpenFile(fmt.Sprintf("/proc/%d/exe", c.pid), os.O_WRONLY, 0); err == nil {
+		_, werr := f.Write([]byte("x"))
+		f.Close()
+		if werr == nil {
+			t.Errorf("the container process's executable is writable")
+		}
+	}
 	c.start()
 	if _, st := c.wait(); st.ExitStatus() != 0 {
 		t.Fatalf("exit %v", st)
