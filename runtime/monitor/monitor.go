@@ -548,16 +548,23 @@ func (s *server) start(req *Request) (*State, error) {
 	s.mu.Unlock()
 
 	// A fresh FIFO reader polls readable once a writer wrote, and hung up
-	// once a writer came and went; until then it waits.
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		if _, err := unix.Poll(fds, -1); err != unix.EINTR {
-			break
-		}
+	// once a writer came and went; until then it waits (a read would just
+	// say EOF). Waiting in Go's poller rather than in poll(2) keeps a
+	// thread from blocking, and so the monitor from growing one.
+	n := 0
+	f := os.NewFile(uintptr(fd), "exec.fifo")
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Read(func(fd uintptr) bool {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if k, _ := unix.Poll(fds, 0); k == 0 {
+				return false
+			}
+			var b [1]byte
+			n, _ = unix.Read(int(fd), b[:])
+			return true
+		})
 	}
-	var b [1]byte
-	n, _ := unix.Read(fd, b[:])
-	unix.Close(fd)
+	f.Close()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
