@@ -291,6 +291,30 @@ func TestRunEchoLogsAndCleanup(t *testing.T) {
 	}
 }
 
+// TestNoLogLost: everything a container wrote is in its log by the time
+// Wait reports the exit.
+func TestNoLogLost(t *testing.T) {
+	p := startTestPod(t, false, false)
+	logPath := filepath.Join(t.TempDir(), "c.log")
+	st := p.run("chatty", testSpec("sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line$i; echo err$i >&2; i=$((i+1)); done"), CreateOptions{LogPath: logPath})
+	if st.ExitCode != 0 {
+		t.Fatalf("state %+v", st)
+	}
+	got := logLines(t, logPath)
+	if len(got) != 6000 {
+		t.Fatalf("%d log lines, want 6000", len(got))
+	}
+	next := map[string]int{"stdout": 0, "stderr": 0}
+	for _, l := range got {
+		f := strings.Fields(l)
+		prefix := map[string]string{"stdout": "line", "stderr": "err"}[f[0]]
+		if want := prefix + strconv.Itoa(next[f[0]]); f[1] != "F" || f[2] != want {
+			t.Fatalf("log line %q, want %s F %s", l, f[0], want)
+		}
+		next[f[0]]++
+	}
+}
+
 func TestExitCodeAndStates(t *testing.T) {
 	p := startTestPod(t, false, false)
 	ctx := context.Background()
