@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -36,10 +37,12 @@ func (s *Service) PullImage(ctx context.Context, req *runtimeapi.PullImageReques
 			auth.Username, auth.Password = u, p
 		}
 	}
+	start := time.Now()
 	img, err := s.deps.Images.Pull(ctx, ref, auth, nil)
 	if err != nil {
 		return nil, err
 	}
+	s.metrics.pulled(img.Size, time.Since(start))
 	return &runtimeapi.PullImageResponse{ImageRef: img.ID}, nil
 }
 

@@ -14,15 +14,16 @@ import (
 )
 
 // UnaryInterceptor is the one decorator around every unary CRI call: it logs
-// the call with the IDs it names and maps the core's error kinds to gRPC
-// status codes, so handlers return plain wrapped errors.
-func UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// the call with the IDs it names, maps the core's error kinds to gRPC
+// status codes (so handlers return plain wrapped errors) and counts it.
+func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	ids := idsOf(req)
 	klog.V(4).InfoS("CRI call", append([]any{"method", info.FullMethod}, ids...)...)
 	resp, err := handler(ctx, req)
+	err = ToStatus(err)
+	s.metrics.observe(info.FullMethod, err, time.Since(start))
 	if err != nil {
-		err = ToStatus(err)
 		klog.ErrorS(err, "CRI call failed", append([]any{"method", info.FullMethod, "duration", time.Since(start)}, ids...)...)
 		return nil, err
 	}
@@ -31,9 +32,11 @@ func UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 }
 
 // StreamInterceptor does for streaming calls what UnaryInterceptor does.
-func StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := handler(srv, ss); err != nil {
-		err = ToStatus(err)
+func (s *Service) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	start := time.Now()
+	err := ToStatus(handler(srv, ss))
+	s.metrics.observe(info.FullMethod, err, time.Since(start))
+	if err != nil {
 		klog.ErrorS(err, "CRI stream failed", "method", info.FullMethod)
 		return err
 	}

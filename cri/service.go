@@ -86,6 +86,7 @@ type Service struct {
 	containers *containerStore
 	stream     StreamServer
 	events     *eventBus
+	metrics    *Metrics // nil without [metrics] address
 	lastCap    int
 }
 

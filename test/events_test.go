@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-dev/berth/test/harness"
 )
 
 // Events arrive in order for a whole container lifecycle, each with the
@@ -62,6 +66,25 @@ func TestContainerEvents(t *testing.T) {
 			case <-ctx.Done():
 				t.Fatalf("subscriber %d: no %v event", i, w)
 			}
+		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	port := freeTCPPort(t)
+	d := harness.Start(t, bins, harness.Options{Config: fmt.Sprintf("[metrics]\naddress = \"127.0.0.1:%d\"\n", port)})
+	if _, err := d.Runtime.Version(context.Background(), "v1"); err != nil {
+		t.Fatal(err)
+	}
+	body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	for _, want := range []string{
+		`berth_cri_requests_total{code="OK",method="/runtime.v1.RuntimeService/Version"} `,
+		`berth_pods{state="ready"} 0`,
+		`berth_cri_request_duration_seconds_bucket`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
 		}
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/config"
-	"github.com/berth-dev/berth/cri"
 	"github.com/berth-dev/berth/version"
 )
 
@@ -45,12 +44,19 @@ func serve(ctx context.Context, cfg config.Config) error {
 	defer c.Close()
 	svc := c.svc
 	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(cri.UnaryInterceptor),
-		grpc.ChainStreamInterceptor(cri.StreamInterceptor),
+		grpc.ChainUnaryInterceptor(svc.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(svc.StreamInterceptor),
 	)
 	svc.Register(srv)
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if cfg.Metrics.Address != "" {
+		ms, err := serveMetrics(cfg.Metrics.Address, svc, errc)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	go func() { errc <- srv.Serve(lis) }()
 	go func() {
 		if err := c.stream.Serve(); err != nil {
