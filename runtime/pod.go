@@ -46,15 +46,25 @@ func (r *Runtime) startMonitor(ctx context.Context, podID string, sharePID bool)
 	if err := validID("pod", podID); err != nil {
 		return MonitorInfo{}, err
 	}
+	dir := r.podDir(podID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return MonitorInfo{}, err
+	}
+	// Starts of one pod's monitor (goroutines, or berthd processes) take
+	// turns, so the second finds the first's monitor instead of racing it.
+	lock, err := os.OpenFile(filepath.Join(dir, "start.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return MonitorInfo{}, err
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return MonitorInfo{}, fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
 	if info, err := r.ConnectMonitor(ctx, podID); err == nil {
 		if sharePID && info.PidNSPath == "" {
 			return MonitorInfo{}, fmt.Errorf("pod %s: monitor runs without a shared pid namespace: %w", podID, errdefs.ErrAlreadyExists)
 		}
 		return info, nil
-	}
-	dir := r.podDir(podID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return MonitorInfo{}, err
 	}
 	// A monitor that died left its pid namespace pinned.
 	unix.Unmount(filepath.Join(dir, monitor.PidNSName), unix.MNT_DETACH)

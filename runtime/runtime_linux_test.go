@@ -679,6 +679,38 @@ func TestSharedPidNamespace(t *testing.T) {
 	}
 }
 
+// TestStartMonitorRace: concurrent starts of one pod's monitor end with one
+// monitor that all of them report.
+func TestStartMonitorRace(t *testing.T) {
+	needRoot(t)
+	r := newTestRuntime(t, t.TempDir(), false)
+	ctx := context.Background()
+	t.Cleanup(func() { r.StopMonitor(ctx, "berth-test-race") })
+	const n = 4
+	pids := make(chan int, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			info, err := r.startMonitor(ctx, "berth-test-race", false)
+			if err != nil {
+				t.Error(err)
+			}
+			pids <- info.Pid
+		}()
+	}
+	first := <-pids
+	for i := 1; i < n; i++ {
+		if pid := <-pids; pid != first {
+			t.Errorf("monitors %d and %d for one pod", first, pid)
+		}
+	}
+	if err := r.StopMonitor(ctx, "berth-test-race"); err != nil {
+		t.Fatal(err)
+	}
+	if alive(first) {
+		t.Errorf("monitor %d alive after StopMonitor", first)
+	}
+}
+
 func TestMonitorDied(t *testing.T) {
 	p := startTestPod(t, false, false)
 	ctx := context.Background()

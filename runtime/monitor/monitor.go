@@ -94,7 +94,12 @@ func sendReady(f *os.File, m *ReadyMessage) {
 	f.Close()
 }
 
+// ErrMonitorRunning is the start error of a monitor whose pod dir already
+// has a live monitor.
+var ErrMonitorRunning = errors.New("a monitor already runs for this pod")
+
 type server struct {
+	lock *os.File // flock of dir/monitor.lock, held for life
 	dir  string
 	self string // this binary, to start init and podinit
 	ln   *net.UnixListener
@@ -162,6 +167,21 @@ func newServer(dir, self string, sharePID bool) (*server, error) {
 		inits:     map[int]chan syscall.WaitStatus{},
 		unclaimed: map[int]syscall.WaitStatus{},
 	}
+	// One monitor per pod dir: a second one (two racing starts) must not
+	// take the socket over and orphan the first. The lock lives as long as
+	// this process (the fd is close-on-exec, so no child holds it).
+	lock, err := os.OpenFile(filepath.Join(dir, "monitor.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if err == unix.EWOULDBLOCK {
+			return nil, ErrMonitorRunning
+		}
+		return nil, fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	s.lock = lock
 	// A container's init may fork so that the container process is pid 1
 	// of its namespace; as subreaper we inherit it when init exits.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -191,7 +211,7 @@ func newServer(dir, self string, sharePID bool) (*server, error) {
 	}
 	sock := SocketPath(dir)
 	os.Remove(sock) // a stale socket of a dead monitor
-	err := withShortPath(dir, SocketName, func(p string) error {
+	err = withShortPath(dir, SocketName, func(p string) error {
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
 		s.ln = ln
 		return err
