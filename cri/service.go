@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-dev/berth/failpoint"
 	"github.com/berth-dev/berth/imageservice"
 	"github.com/berth-dev/berth/podsandbox"
 	"github.com/berth-dev/berth/runtime"
@@ -66,13 +67,16 @@ type Deps struct {
 	Pods    PodManager
 	Runtime ContainerRuntime
 	Images  ImageStore
-	Cgroups CgroupStats
+	Cgroups Cgroups
 	// RootDir keeps the container records (RootDir/containers).
 	RootDir string
 	// RuntimeHandlers are the handler names Status lists; "" is the default.
 	RuntimeHandlers []string
 	// DefaultSeccomp is the RuntimeDefault seccomp profile.
 	DefaultSeccomp func() *specs.LinuxSeccomp
+	// Failpoints crash berthd between steps, for crash tests; nil in
+	// production.
+	Failpoints *failpoint.Set
 }
 
 // Service implements runtimeapi.RuntimeServiceServer and

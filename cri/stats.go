@@ -9,10 +9,11 @@ import (
 	"github.com/berth-dev/berth/cgroupmgr"
 )
 
-// CgroupStats reads a cgroup's usage (*cgroupmgr.Manager through
-// StatsFrom).
-type CgroupStats interface {
+// Cgroups reads and updates cgroups by path (cmd/berthd adapts
+// *cgroupmgr.Manager).
+type Cgroups interface {
 	Stats(ctx context.Context, path string) (*cgroupmgr.Stats, error)
+	cgroupUpdater
 }
 
 // ContainerStats reports a container's CPU, memory and pid usage.

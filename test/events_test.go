@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +88,44 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+func TestPodMetricsAndResize(t *testing.T) {
+	e := startPodEnv(t)
+	ctx := context.Background()
+	podCfg := podConfig(t, "metrics")
+	podID := e.runPod(t, podCfg)
+	id := e.startContainer(t, podID, podCfg, e.containerConfig("c", "sleep", "1000"))
+
+	descs, err := e.d.Runtime.ListMetricDescriptors(ctx)
+	if err != nil || len(descs) == 0 {
+		t.Fatalf("ListMetricDescriptors: %v %v", descs, err)
+	}
+	pms, err := e.d.Runtime.ListPodSandboxMetrics(ctx)
+	if err != nil || len(pms) != 1 || pms[0].PodSandboxId != podID || len(pms[0].ContainerMetrics) != 1 || pms[0].ContainerMetrics[0].ContainerId != id {
+		t.Fatalf("ListPodSandboxMetrics: %+v %v", pms, err)
+	}
+	found := false
+	for _, m := range pms[0].ContainerMetrics[0].Metrics {
+		if m.Name == "container_memory_working_set_bytes" && m.GetValue().GetValue() > 0 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no non-zero working set among %v", pms[0].ContainerMetrics[0].Metrics)
+	}
+
+	if _, err := e.d.Runtime.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{
+		PodSandboxId: podID, Resources: &runtimeapi.LinuxContainerResources{CpuShares: 333},
+	}); err != nil {
+		t.Fatalf("UpdatePodSandboxResources: %v", err)
+	}
+	dir := filepath.Dir(cgroupDir(t, containerPid(t, e, id), "cpu"))
+	if b, _ := os.ReadFile(filepath.Join(dir, "cpu.shares")); strings.TrimSpace(string(b)) != "333" {
+		t.Errorf("pod cgroup %s cpu.shares = %q", dir, b)
+	}
+	if err := e.d.Runtime.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{ContainerId: id}); err == nil || !strings.Contains(err.Error(), "Unimplemented") || !strings.Contains(err.Error(), "checkpoint") {
+		t.Errorf("CheckpointContainer: %v", err)
 	}
 }

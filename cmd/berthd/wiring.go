@@ -114,7 +114,7 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 		Pods:            pods,
 		Runtime:         rt,
 		Images:          images,
-		Cgroups:         cgroups,
+		Cgroups:         criCgroups{cgroups},
 		RootDir:         cfg.Root,
 		RuntimeHandlers: handlers,
 		DefaultSeccomp:  seccomp.DefaultProfile,
@@ -221,4 +221,15 @@ func (r reconciler) RootfsIDs(ctx context.Context) ([]string, error) { return r.
 
 func (r reconciler) CleanupPodOrphans(ctx context.Context, perPod time.Duration) error {
 	return r.pods.CleanupOrphans(ctx, perPod)
+}
+
+// criCgroups adapts cgroupmgr to cri's Cgroups.
+type criCgroups struct{ *cgroupmgr.Manager }
+
+func (c criCgroups) Update(ctx context.Context, path string, res *specs.LinuxResources) error {
+	cg, err := c.Load(ctx, path)
+	if err != nil {
+		return err
+	}
+	return cg.Update(res)
 }
