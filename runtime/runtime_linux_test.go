@@ -468,6 +468,28 @@ func TestKillAndDeleteCreated(t *testing.T) {
 	}
 }
 
+func TestUpdateResources(t *testing.T) {
+	p := startTestPod(t, true, false)
+	ctx := context.Background()
+	spec := testSpec("sleep", "1000")
+	limit, newLimit := int64(50), int64(7)
+	spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}}
+	p.create("upd", spec, CreateOptions{CgroupPath: testCgroup("upd")})
+	pidsMax := "/sys/fs/cgroup/pids" + testCgroup("upd") + "/pids.max"
+	if b, err := os.ReadFile(pidsMax); err != nil || strings.TrimSpace(string(b)) != "50" {
+		t.Fatalf("pids.max after Create: %q, %v", b, err)
+	}
+	if err := p.r.UpdateResources(ctx, "upd", &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &newLimit}}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(pidsMax); err != nil || strings.TrimSpace(string(b)) != "7" {
+		t.Errorf("pids.max after UpdateResources: %q, %v", b, err)
+	}
+	if err := p.r.UpdateResources(ctx, "nope", &specs.LinuxResources{}); !errdefs.IsNotFound(err) {
+		t.Errorf("UpdateResources of unknown: %v", err)
+	}
+}
+
 func TestOOMKilled(t *testing.T) {
 	p := startTestPod(t, true, false)
 	spec := testSpec("sh", "-c", "x=y; while true; do x=$x$x; done")
