@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/failpoint"
 	"github.com/berth-dev/berth/podsandbox"
 	"github.com/berth-dev/berth/runtime"
 )
@@ -109,6 +110,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	}
 	undo = append(undo, func(ctx context.Context) error { return s.deps.Images.RemoveRootfs(ctx, id) })
 	rec.Rootfs = rootfs
+	s.deps.Failpoints.Hit(failpoint.CtrCreateAfterRootfs)
 
 	spec, err := buildSpec(specInput{
 		ID:             id,
@@ -140,10 +142,12 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, fmt.Errorf("create container: %w", err)
 	}
 	undo = append(undo, func(ctx context.Context) error { return s.deps.Runtime.Delete(ctx, id) })
+	s.deps.Failpoints.Hit(failpoint.CtrCreateAfterRuntime)
 
 	if err := s.containers.commit(e); err != nil {
 		return nil, err
 	}
+	s.deps.Failpoints.Hit(failpoint.CtrCreateAfterRecord)
 	klog.InfoS("Created container", "containerID", id, "podSandboxID", pod.ID, "name", rec.Name)
 	s.emit(ctx, rec, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil

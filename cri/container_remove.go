@@ -8,6 +8,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/failpoint"
 )
 
 // RemoveContainer removes a container, killing it first if it runs. Per
@@ -32,11 +33,13 @@ func (s *Service) removeContainer(ctx context.Context, idOrPrefix string) error 
 	if err := s.deps.Runtime.Delete(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container: %w", err)
 	}
+	s.deps.Failpoints.Hit(failpoint.CtrRemoveAfterDelete)
 	// The runtime unmounted nothing of the rootfs; the image service
 	// unmounts the overlay before it deletes the upper dir.
 	if err := s.deps.Images.RemoveRootfs(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove rootfs: %w", err)
 	}
+	s.deps.Failpoints.Hit(failpoint.CtrRemoveAfterRootfs)
 	if err := s.containers.delete(e); err != nil {
 		return err
 	}

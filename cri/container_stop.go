@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/failpoint"
 	"github.com/berth-dev/berth/runtime"
 )
 
@@ -59,6 +60,7 @@ func (s *Service) stopLocked(ctx context.Context, e *containerEntry, grace time.
 		if err := s.deps.Runtime.Kill(ctx, id, sig); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("send %v: %w", sig, err)
 		}
+		s.deps.Failpoints.Hit(failpoint.CtrStopAfterSignal)
 		wctx, cancel := context.WithTimeout(ctx, grace)
 		_, err = s.deps.Runtime.Wait(wctx, id)
 		cancel()
@@ -72,6 +74,7 @@ func (s *Service) stopLocked(ctx context.Context, e *containerEntry, grace time.
 	if err := s.deps.Runtime.Kill(ctx, id, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("send SIGKILL: %w", err)
 	}
+	s.deps.Failpoints.Hit(failpoint.CtrStopAfterKill)
 	if _, err := s.deps.Runtime.Wait(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("wait after SIGKILL: %w", err)
 	}

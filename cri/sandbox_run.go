@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/failpoint"
 	"github.com/berth-dev/berth/podsandbox"
 )
 
@@ -31,6 +32,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 	if err != nil {
 		return nil, err
 	}
+	s.deps.Failpoints.Hit(failpoint.PodRunAfterRecord)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: pod.ID}, nil
 }
 

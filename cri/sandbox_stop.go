@@ -7,6 +7,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/failpoint"
 )
 
 // StopPodSandbox kills the pod's containers and tears down its network.
@@ -29,6 +30,7 @@ func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSan
 			return nil, fmt.Errorf("stop container %s of pod %s: %w", rec.ID, id, err)
 		}
 	}
+	s.deps.Failpoints.Hit(failpoint.PodStopAfterContainer)
 	if err := s.deps.Pods.Stop(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		return nil, err
 	}
@@ -53,6 +55,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePo
 			return nil, fmt.Errorf("remove container %s of pod %s: %w", rec.ID, id, err)
 		}
 	}
+	s.deps.Failpoints.Hit(failpoint.PodRemoveAfterCtrs)
 	if err := s.deps.Pods.Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/failpoint"
 	"github.com/berth-dev/berth/imageservice/unpack"
 )
 
@@ -189,6 +190,7 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth, progress fun
 		img.Size += uint64(l.Size)
 		img.Layers = append(img.Layers, Layer{Digest: l.Digest.String(), DiffID: cfg.RootFS.DiffIDs[i].String(), MediaType: l.MediaType, Size: l.Size})
 	}
+	s.cfg.Failpoints.Hit(failpoint.PullBeforeMetadata)
 	if err := s.record(img); err != nil {
 		return nil, fmt.Errorf("pulling %s: recording: %w", r, err)
 	}
@@ -433,6 +435,7 @@ func (s *Service) ensureLayer(ctx context.Context, repos []*remoteRepo, desc oci
 			}
 			return errors.Join(errs...)
 		}
+		s.cfg.Failpoints.Hit(failpoint.PullMidLayer)
 		// One syncfs for the whole layer instead of an fsync per file;
 		// the snapshot becomes visible only after its data is durable.
 		if err := syncfs(s.cfg.Root); err != nil {

@@ -34,6 +34,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/failpoint"
 )
 
 // Config configures a Service.
@@ -52,6 +53,9 @@ type Config struct {
 	PullProgressTimeout time.Duration
 	// MaxConcurrentDownloads bounds parallel layer downloads. Zero: 3.
 	MaxConcurrentDownloads int
+	// Failpoints crash berthd between steps, for crash tests; nil in
+	// production.
+	Failpoints *failpoint.Set
 }
 
 // DefaultPullProgressTimeout is used when Config.PullProgressTimeout is zero.

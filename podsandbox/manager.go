@@ -1,6 +1,7 @@
 package podsandbox
 
 import (
+	"github.com/berth-dev/berth/atomicfile"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/failpoint"
 )
 
 // Config wires a Manager.
@@ -40,6 +42,9 @@ type Config struct {
 	// Network may be nil when berthd runs only host-network pods; a pod
 	// that needs it then fails with errdefs.ErrUnavailable.
 	Network Network
+	// Failpoints crash berthd between steps, for crash tests; nil in
+	// production.
+	Failpoints *failpoint.Set
 }
 
 // Manager runs pod sandboxes. Operations on different pods run in parallel;
@@ -152,7 +157,7 @@ func (m *Manager) save(p *Pod) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(m.recordPath(p.ID), data, 0o600); err != nil {
+	if err := atomicfile.WriteFile(m.recordPath(p.ID), data, 0o600); err != nil {
 		return fmt.Errorf("save pod sandbox %s: %w", p.ID, err)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/failpoint"
 )
 
 // rollbackTimeout bounds the undo steps of a failed Run.
@@ -195,6 +196,7 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 			}
 		}
 	}
+	m.cfg.Failpoints.Hit(failpoint.PodRunAfterPin)
 
 	// The network is attached beside the steps below, which do not need
 	// it. The channel is always drained before Run returns, so a failure
@@ -208,6 +210,9 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 	if !req.HostNetwork {
 		go func() {
 			res, err := m.cfg.Network.Setup(ctx, id, p.NetNSPath, meta, req.PortMappings)
+			if err == nil {
+				m.cfg.Failpoints.Hit(failpoint.PodRunAfterCNIAdd)
+			}
 			netDone <- netResult{res, err}
 		}()
 	} else {
@@ -239,6 +244,7 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 	if p.CgroupOwned {
 		undo.push(func(ctx context.Context) error { return m.cfg.Cgroups.Delete(ctx, p.CgroupParent) })
 	}
+	m.cfg.Failpoints.Hit(failpoint.PodRunAfterCgroup)
 
 	// The pod's files are written once into its fresh dir, which no one
 	// reads before Run returns, and which lives on /run: no temp file,
@@ -263,6 +269,7 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 		}
 		undo.push(func(context.Context) error { return m.unmountShm(p.ShmPath) })
 	}
+	m.cfg.Failpoints.Hit(failpoint.PodRunAfterShm)
 
 	pidNS, err := m.cfg.Monitor.StartMonitor(ctx, id, req.SharePID)
 	undo.push(func(ctx context.Context) error { return m.cfg.Monitor.StopMonitor(ctx, id) })
@@ -275,6 +282,7 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 		}
 		p.PIDNSPath = pidNS
 	}
+	m.cfg.Failpoints.Hit(failpoint.PodRunAfterMonitor)
 
 	nr := waitNet()
 	if nr.err != nil {
@@ -302,6 +310,7 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 	if err := ctx.Err(); err != nil {
 		return nil, err // the caller gave up: don't leave a pod it never learns of
 	}
+	m.cfg.Failpoints.Hit(failpoint.PodRunBeforeRecord)
 	if err := m.save(p); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/cni"
+	"github.com/berth-dev/berth/failpoint"
 )
 
 // acquire finds the pod and locks it for a state change. It returns nil,
@@ -72,6 +73,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry) error {
 		if err := m.cfg.Network.Teardown(ctx, p.ID, p.NetNSPath, meta, p.PortMappings); err != nil {
 			return fmt.Errorf("stop pod sandbox %s: network teardown: %w", p.ID, err)
 		}
+		m.cfg.Failpoints.Hit(failpoint.PodStopAfterCNIDel)
 		p.NetworkAttached = false
 		// Saved at once: a later failure must not make a retry run DEL
 		// for an address that may be someone else's by then.
@@ -83,6 +85,7 @@ func (m *Manager) stopLocked(ctx context.Context, e *entry) error {
 	if err := m.cfg.Monitor.StopMonitor(ctx, p.ID); err != nil {
 		return fmt.Errorf("stop pod sandbox %s: monitor: %w", p.ID, err)
 	}
+	m.cfg.Failpoints.Hit(failpoint.PodStopAfterMonitor)
 	if !p.HostIPC && p.ShmPath != "" {
 		if err := m.unmountShm(p.ShmPath); err != nil {
 			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
@@ -116,14 +119,17 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 			return fmt.Errorf("remove pod sandbox %s: unpin namespaces: %w", p.ID, err)
 		}
 	}
+	m.cfg.Failpoints.Hit(failpoint.PodRemoveAfterUnpin)
 	if p.CgroupOwned {
 		if err := m.cfg.Cgroups.Delete(ctx, p.CgroupParent); err != nil {
 			return fmt.Errorf("remove pod sandbox %s: cgroup %s: %w", p.ID, p.CgroupParent, err)
 		}
 	}
+	m.cfg.Failpoints.Hit(failpoint.PodRemoveAfterCgroup)
 	if err := m.removeDir(p.Dir); err != nil {
 		return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
 	}
+	m.cfg.Failpoints.Hit(failpoint.PodRemoveBeforeRecord)
 	if err := os.Remove(m.recordPath(p.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove pod sandbox %s: record: %w", p.ID, err)
 	}

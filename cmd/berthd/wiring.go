@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/cni"
 	"github.com/berth-dev/berth/config"
 	"github.com/berth-dev/berth/cri"
+	"github.com/berth-dev/berth/failpoint"
 	"github.com/berth-dev/berth/imageservice"
 	"github.com/berth-dev/berth/podsandbox"
 	"github.com/berth-dev/berth/runtime"
@@ -55,6 +56,11 @@ func shimPath(cfg config.Config) (string, error) {
 // wire builds the core from the config: explicit dependencies, no
 // registration side effects (STYLE.md).
 func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
+	// Crash tests arm failpoints through the environment; off otherwise.
+	fps := failpoint.FromEnv()
+	if fps != nil {
+		klog.InfoS("Failpoints armed: berthd will SIGKILL itself at them", "failpoints", fps.Names())
+	}
 	network, err := cni.New(cni.Config{
 		ConfDir:  cfg.CNI.ConfDir,
 		BinDirs:  cfg.CNI.BinDirs,
@@ -84,6 +90,7 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 		RegistryConfigPath:     cfg.Registry.ConfigPath,
 		PullProgressTimeout:    cfg.Registry.PullProgressTimeout.Duration,
 		MaxConcurrentDownloads: cfg.Registry.MaxConcurrentPulls,
+		Failpoints:             fps,
 	})
 	if err != nil {
 		return nil, err
@@ -101,6 +108,7 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 		Monitor:      rt,
 		Cgroups:      podCgroups{cgroups},
 		Network:      network,
+		Failpoints:   fps,
 	})
 	if err != nil {
 		return nil, err
@@ -118,6 +126,7 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 		RootDir:         cfg.Root,
 		RuntimeHandlers: handlers,
 		DefaultSeccomp:  seccomp.DefaultProfile,
+		Failpoints:      fps,
 	})
 	if err != nil {
 		return nil, err

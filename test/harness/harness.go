@@ -59,6 +59,8 @@ type Options struct {
 	Config string
 	// CNIConfDir overrides the (by default empty) CNI config dir.
 	CNIConfDir string
+	// Env is added to berthd's environment (e.g. BERTH_FAILPOINTS=...).
+	Env []string
 }
 
 // Daemon is a running berthd with its own directories.
@@ -72,6 +74,9 @@ type Daemon struct {
 	CNIConfDir   string
 	CgroupParent string
 	LogPath      string
+	// Env is added to berthd's environment at every (re)start; a test may
+	// change it between restarts.
+	Env []string
 
 	Runtime internalapi.RuntimeService
 	// Images is set by ImageService.
@@ -79,6 +84,14 @@ type Daemon struct {
 
 	cmd  *exec.Cmd
 	done chan error
+}
+
+// Pid is berthd's process id, or 0 when it is not running.
+func (d *Daemon) Pid() int {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
 }
 
 // Endpoint is the CRI endpoint as kubelet and crictl name it.
@@ -103,6 +116,7 @@ func Start(t testing.TB, bins Binaries, opts Options) *Daemon {
 		CNIConfDir:   opts.CNIConfDir,
 		CgroupParent: "/berth-e2e-" + filepath.Base(dir)[len("berth-e2e-"):],
 		LogPath:      filepath.Join(dir, "berthd.log"),
+		Env:          opts.Env,
 	}
 	if d.CNIConfDir == "" {
 		d.CNIConfDir = filepath.Join(dir, "net.d")
@@ -128,6 +142,7 @@ func (d *Daemon) start(t testing.TB) {
 	}
 	defer logf.Close()
 	d.cmd = exec.Command(d.Bins.Berthd, "--config", d.ConfigPath, "--root", d.Root, "--state", d.State, "--socket", d.Socket, "-v", "4")
+	d.cmd.Env = append(os.Environ(), d.Env...)
 	d.cmd.Stdout = logf
 	d.cmd.Stderr = logf
 	// Own process group so a test's Ctrl-C does not reach it before cleanup.
