@@ -143,7 +143,7 @@ func buildMonitorOnly(tb testing.TB) string {
 }
 
 // BenchmarkMonitorMemory reports what a pod monitor costs: RSS and PSS of
-// monitors that each parent one running container, with 1 and with 10 pods
+// monitors that each parent one running container, with 1, 10 and 30 pods
 // on the node (PSS shares the binary's pages among the monitors, as on a
 // real node), for the monitor run from berth-shim (cgo, with the container
 // code) and from a monitor-only binary (Config.MonitorPath). The loop only
@@ -152,7 +152,7 @@ func BenchmarkMonitorMemory(b *testing.B) {
 	needRoot(b)
 	monitorOnly := buildMonitorOnly(b)
 	for _, bin := range []string{"berth-shim", "monitor-only"} {
-		for _, pods := range []int{1, 10} {
+		for _, pods := range []int{1, 10, 30} {
 			b.Run(fmt.Sprintf("binary=%s/pods=%d", bin, pods), func(b *testing.B) {
 				state := b.TempDir()
 				r := newTestRuntime(b, state, false)
@@ -184,6 +184,7 @@ func BenchmarkMonitorMemory(b *testing.B) {
 					}
 				}
 				var rss, pss int
+				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					rss, pss = 0, 0
 					for _, pid := range pids {
