@@ -160,17 +160,27 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 	}
 	childFiles = nil
 
+	// killAll kills init and the container process if they are not reaped
+	// yet (checked under mu, against which the reaper reaps, so a pid is
+	// never signalled after it could have been reused).
+	killAll := func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.inits[initPid]; ok {
+			syscall.Kill(initPid, syscall.SIGKILL)
+		}
+		if p := int(ctrPid.Load()); p > 0 && s.byPid[p] == c {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	}
 	// Whatever happens below, a failed create leaves no init behind.
 	defer func() {
 		if retErr != nil {
-			syscall.Kill(initPid, syscall.SIGKILL)
+			killAll()
 		}
 	}()
 	stop := context.AfterFunc(ctx, func() {
-		syscall.Kill(initPid, syscall.SIGKILL)
-		if p := int(ctrPid.Load()); p > 0 {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
+		killAll()
 		syncR.Close()
 	})
 	defer stop()
