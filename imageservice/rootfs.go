@@ -1,7 +1,6 @@
 package imageservice
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
@@ -59,7 +59,7 @@ func (s *Service) PrepareRootfs(ctx context.Context, containerID, imageRef strin
 	defer s.lease(keys...)()
 	dir := s.rootfsDir(containerID)
 	target := filepath.Join(dir, "rootfs")
-	if ok, err := isMountPoint(target); err != nil {
+	if ok, err := isMounted(target); err != nil {
 		return "", err
 	} else if ok {
 		return target, nil
@@ -201,14 +201,12 @@ func (s *Service) RemoveRootfs(ctx context.Context, containerID string) error {
 		}
 		return fmt.Errorf("unmounting %s: %w", target, err)
 	}
-	mounts, err := mountPoints()
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
 		return err
 	}
-	for _, m := range mounts {
-		if m == dir || strings.HasPrefix(m, dir+"/") {
-			return fmt.Errorf("container %s: %s is still mounted; not deleting: %w", containerID, m, errdefs.ErrFailedPrecondition)
-		}
+	if len(mounts) > 0 {
+		return fmt.Errorf("container %s: %s is still mounted; not deleting: %w", containerID, mounts[0].Mountpoint, errdefs.ErrFailedPrecondition)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("removing %s: %w", dir, err)
@@ -225,72 +223,15 @@ func (s *Service) MountedRootfs(ctx context.Context, containerID string) (string
 		return "", false, fmt.Errorf("container ID %q: %w", containerID, errdefs.ErrInvalidArgument)
 	}
 	target := s.RootfsPath(containerID)
-	ok, err := isMountPoint(target)
+	ok, err := isMounted(target)
 	return target, ok, err
 }
 
-// RootfsIDs lists the containers that have a rootfs record, for
-// reconciliation (records whose container is gone should be removed with
-// RemoveRootfs).
-func (s *Service) RootfsIDs(ctx context.Context) ([]string, error) {
-	var ids []string
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketRootfs)).ForEach(func(k, _ []byte) error {
-			ids = append(ids, string(k))
-			return nil
-		})
-	})
-	return ids, err
-}
-
-func isMountPoint(p string) (bool, error) {
-	mounts, err := mountPoints()
-	if err != nil {
-		return false, err
+// isMounted reports whether p is a mount point; a missing path is not.
+func isMounted(p string) (bool, error) {
+	ok, err := mountinfo.Mounted(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
 	}
-	for _, m := range mounts {
-		if m == p {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// mountPoints lists this mount namespace's mount points.
-func mountPoints() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		out = append(out, unescapeMountinfo(fields[4]))
-	}
-	return out, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return ok, err
 }

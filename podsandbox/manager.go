@@ -1,7 +1,6 @@
 package podsandbox
 
 import (
-	"github.com/berth-dev/berth/atomicfile"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/berth-dev/berth/atomicfile"
 
 	"k8s.io/klog/v2"
 
