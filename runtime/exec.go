@@ -46,11 +46,16 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 	if opts.Process == nil || len(opts.Process.Args) == 0 {
 		return -1, fmt.Errorf("exec in %s: no process args: %w", id, errdefs.ErrInvalidArgument)
 	}
-	st, err := r.State(ctx, id)
+	m, err := r.readMeta(id)
 	if err != nil {
 		return -1, err
 	}
-	if st.Status != StatusRunning {
+	resp, err := r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpState, ID: id})
+	if err != nil {
+		return -1, r.monitorErr(id, err)
+	}
+	st := resp.State
+	if st.Status != monitor.StatusRunning {
 		return -1, fmt.Errorf("exec in container %s: it is %s: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	proc := *opts.Process
@@ -67,6 +72,13 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 	}
 	defer os.Remove(procFile)
 
+	// The exec entry finds the container by pid. Check as late as possible
+	// that the pid is still the container's process and not a reuse.
+	// (A window remains until the entry opens /proc/PID; closing it needs
+	// the entry to verify the start time itself.)
+	if monitor.PidStart(st.Pid) != st.PidStart {
+		return -1, fmt.Errorf("exec in container %s: its process has exited: %w", id, errdefs.ErrFailedPrecondition)
+	}
 	cmd := exec.CommandContext(ctx, r.shimExePath(), "exec", "--pid", strconv.Itoa(st.Pid), "--process", procFile)
 	cmd.Dir = "/"
 	cmd.Env = shimEnv
