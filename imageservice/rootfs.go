@@ -235,3 +235,17 @@ func isMounted(p string) (bool, error) {
 	}
 	return ok, err
 }
+
+// RootfsIDs lists the containers that have a rootfs record, for
+// reconciliation (records whose container is gone should be removed with
+// RemoveRootfs).
+func (s *Service) RootfsIDs(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketRootfs)).ForEach(func(k, _ []byte) error {
+			ids = append(ids, string(k))
+			return nil
+		})
+	})
+	return ids, err
+}
