@@ -8,7 +8,7 @@ hack/install-deps.sh
 export PATH=/usr/local/go/bin:$PATH
 
 hack/build.sh _output/bin
-install -m 0755 _output/bin/berthd _output/bin/berth _output/bin/berth-shim /usr/local/bin/
+install -m 0755 _output/bin/berthd _output/bin/berth _output/bin/berth-shim _output/bin/berth-monitor /usr/local/bin/
 
 conf_dir=/etc/cni/net.d
 if ! ls "$conf_dir"/*.conf "$conf_dir"/*.conflist "$conf_dir"/*.json >/dev/null 2>&1; then

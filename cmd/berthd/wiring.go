@@ -32,13 +32,14 @@ type core struct {
 	svc    *cri.Service
 	images *imageservice.Service
 	stream *streamServer
+	rt     *runtime.Runtime
 }
 
 func (c *core) Close() error {
 	if c.stream != nil {
 		_ = c.stream.Stop()
 	}
-	return c.images.Close()
+	return errors.Join(c.rt.Close(), c.images.Close())
 }
 
 // shimPath is the configured berth-shim, or the one beside berthd.
@@ -51,6 +52,16 @@ func shimPath(cfg config.Config) (string, error) {
 		return "", fmt.Errorf("find berth-shim: %w", err)
 	}
 	return filepath.Join(filepath.Dir(self), "berth-shim"), nil
+}
+
+// monitorPath is the cgo-free berth-monitor beside berth-shim, if there is
+// one; otherwise berth-shim runs the monitors.
+func monitorPath(shim string) string {
+	p := filepath.Join(filepath.Dir(shim), "berth-monitor")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
 }
 
 // wire builds the core from the config: explicit dependencies, no
@@ -78,8 +89,9 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 		return nil, err
 	}
 	rt, err := runtime.New(runtime.Config{
-		StateDir: filepath.Join(cfg.State, "runtime"),
-		ShimPath: shim,
+		StateDir:    filepath.Join(cfg.State, "runtime"),
+		ShimPath:    shim,
+		MonitorPath: monitorPath(shim),
 		Cgroups:  runtime.CgroupsFrom[*cgroupmgr.Cgroup](cgroups),
 	})
 	if err != nil {
@@ -140,7 +152,7 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 	if err := svc.Reconcile(ctx, reconciler{rt, images, pods}); err != nil {
 		klog.ErrorS(err, "Start-up reconciliation left some objects; they are retried at the next start")
 	}
-	return &core{svc: svc, images: images, stream: stream}, nil
+	return &core{svc: svc, images: images, stream: stream, rt: rt}, nil
 }
 
 // streamServer is the Exec/Attach/PortForward server on [stream]. berthd

@@ -51,6 +51,13 @@ func Build(ctx context.Context, dir string) (Binaries, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return b, fmt.Errorf("go build: %w\n%s", err, out)
 	}
+	// As hack/build.sh builds it: the per-pod monitor without cgo.
+	mon := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "berth-monitor"), "./cmd/berth-monitor")
+	mon.Dir = RepoRoot()
+	mon.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := mon.CombinedOutput(); err != nil {
+		return b, fmt.Errorf("go build berth-monitor: %w\n%s", err, out)
+	}
 	return b, nil
 }
 
