@@ -92,7 +92,7 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 		StateDir:    filepath.Join(cfg.State, "runtime"),
 		ShimPath:    shim,
 		MonitorPath: monitorPath(shim),
-		Cgroups:  runtime.CgroupsFrom[*cgroupmgr.Cgroup](cgroups),
+		Cgroups:     runtime.CgroupsFrom[*cgroupmgr.Cgroup](cgroups),
 	})
 	if err != nil {
 		return nil, err
