@@ -12,6 +12,7 @@ packages=(
 	libseccomp-dev              # seccomp filters in berth-shim (cgo)
 	gcc                         # cgo: berth-shim's namespace-joining constructor
 	procps                      # ps/pgrep in leak checks
+	runc                        # an extra OCI runtime handler, tested beside berth's own
 )
 
 missing=()
