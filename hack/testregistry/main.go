@@ -20,14 +20,15 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:5000", "address to listen on (loopback)")
+	largeMB := flag.Int("large-mb", 0, "also serve library/large:latest, an image of this many MiB in 6 layers (benchmarks)")
 	flag.Parse()
-	if err := run(*addr); err != nil {
+	if err := run(*addr, *largeMB); err != nil {
 		fmt.Fprintln(os.Stderr, "testregistry:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string) error {
+func run(addr string, largeMB int) error {
 	reg, err := testregistry.StartServer(testregistry.Options{Addr: addr})
 	if err != nil {
 		return err
@@ -47,6 +48,15 @@ func run(addr string) error {
 	}
 	if _, err := reg.Push(ctx, "library/multilayer:latest", multi); err != nil {
 		return err
+	}
+	if largeMB > 0 {
+		large, err := testimages.Large(largeMB, 6)
+		if err != nil {
+			return err
+		}
+		if _, err := reg.Push(ctx, "library/large:latest", large); err != nil {
+			return err
+		}
 	}
 	fmt.Printf("serving %s/library/busybox:latest and %s/library/multilayer:latest\n", reg.Host, reg.Host)
 	sig := make(chan os.Signal, 1)
