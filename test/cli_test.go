@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -332,23 +333,32 @@ func openPty(t *testing.T) (master, slave *os.File) {
 	return m, s
 }
 
-// ptyReader collects what berth writes to the terminal.
+// ptyReader collects everything berth writes to the terminal, draining it
+// all the time so that berth never blocks on a full terminal.
 type ptyReader struct {
-	ch  chan []byte
-	buf bytes.Buffer
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	closed bool
+	notify chan struct{}
 }
 
 func newPtyReader(m *os.File) *ptyReader {
-	r := &ptyReader{ch: make(chan []byte, 64)}
+	r := &ptyReader{notify: make(chan struct{}, 1)}
 	go func() {
+		b := make([]byte, 4096)
 		for {
-			b := make([]byte, 4096)
 			n, err := m.Read(b)
-			if n > 0 {
-				r.ch <- b[:n]
+			r.mu.Lock()
+			r.buf.Write(b[:n])
+			if err != nil {
+				r.closed = true
+			}
+			r.mu.Unlock()
+			select {
+			case r.notify <- struct{}{}:
+			default:
 			}
 			if err != nil {
-				close(r.ch)
 				return
 			}
 		}
@@ -356,20 +366,48 @@ func newPtyReader(m *os.File) *ptyReader {
 	return r
 }
 
+func (r *ptyReader) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.String()
+}
+
 // waitFor reads until the output so far matches re, or fails after a minute.
 func (r *ptyReader) waitFor(t *testing.T, re *regexp.Regexp) {
 	t.Helper()
 	timeout := time.After(time.Minute)
-	for !re.Match(r.buf.Bytes()) {
-		select {
-		case b, ok := <-r.ch:
-			if !ok {
-				t.Fatalf("terminal closed before %v; got %q", re, r.buf.String())
-			}
-			r.buf.Write(b)
-		case <-timeout:
-			t.Fatalf("no %v on the terminal; got %q", re, r.buf.String())
+	for {
+		r.mu.Lock()
+		ok, closed := re.Match(r.buf.Bytes()), r.closed
+		r.mu.Unlock()
+		if ok {
+			return
 		}
+		if closed {
+			t.Fatalf("terminal closed before %v; got %q", re, r.String())
+		}
+		select {
+		case <-r.notify:
+		case <-timeout:
+			t.Fatalf("no %v on the terminal; got %q", re, r.String())
+		}
+	}
+}
+
+// waitExit waits for berth to exit; a berth that hangs is made to dump its
+// goroutines (SIGQUIT) into the failure message.
+func waitExit(t *testing.T, cmd *exec.Cmd, out *ptyReader) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Minute):
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		<-done
+		t.Fatalf("berth %v did not exit; terminal:\n%s", cmd.Args[1:], out.String())
+		return nil
 	}
 }
 
@@ -399,10 +437,10 @@ func TestCLIRunInteractiveTTY(t *testing.T) {
 	fmt.Fprint(m, "stty size; echo $((6*7))\r")
 	out.waitFor(t, regexp.MustCompile(`40 100\r?\n(.|\n)*42\r?\n`))
 	fmt.Fprint(m, "exit 5\r")
-	err := cmd.Wait()
+	err := waitExit(t, cmd, out)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 5 {
-		t.Fatalf("run -it: %v, want exit 5; terminal: %q", err, out.buf.String())
+		t.Fatalf("run -it: %v, want exit 5; terminal: %q", err, out.String())
 	}
 	if ps := e.must(t, "ps", "-aq"); strings.TrimSpace(ps) != "" {
 		t.Errorf("--rm -it left a container: %q", ps)
@@ -411,11 +449,13 @@ func TestCLIRunInteractiveTTY(t *testing.T) {
 	// Ctrl-P Ctrl-Q detaches and leaves the container running; exec -it
 	// gets a shell in it.
 	cmd, m, out = e.startInPty(t, "run", "-it", "--name", "detachme", e.busybox, "sh")
-	fmt.Fprint(m, "echo ready\r")
-	out.waitFor(t, regexp.MustCompile(`ready\r?\n`))
+	// The output, not the typed line (which the terminal may echo before
+	// berth makes it raw), says the shell is there.
+	fmt.Fprint(m, "echo rea\"\"dy\r")
+	out.waitFor(t, regexp.MustCompile(`(?m)^ready\r?$`))
 	m.Write([]byte{0x10, 0x11})
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("detach: %v; terminal %q", err, out.buf.String())
+	if err := waitExit(t, cmd, out); err != nil {
+		t.Fatalf("detach: %v; terminal %q", err, out.String())
 	}
 	if ps := e.must(t, "ps", "--format", "{{.Names}} {{.State}}"); !strings.Contains(ps, "detachme running") {
 		t.Fatalf("after detach: %q", ps)
@@ -423,7 +463,7 @@ func TestCLIRunInteractiveTTY(t *testing.T) {
 	cmd, m, out = e.startInPty(t, "exec", "-it", "detachme", "sh")
 	fmt.Fprint(m, "echo in-exec-$((1+1)); exit 7\r")
 	out.waitFor(t, regexp.MustCompile(`in-exec-2`))
-	err = cmd.Wait()
+	err = waitExit(t, cmd, out)
 	if !errors.As(err, &ee) || ee.ExitCode() != 7 {
 		t.Errorf("exec -it: %v, want exit 7", err)
 	}
@@ -530,8 +570,8 @@ func TestCLIImagesInspectAndPull(t *testing.T) {
 	}
 	cmd, _, term := e.startInPty(t, "pull", e.busybox)
 	term.waitFor(t, regexp.MustCompile(`(?s)latest: Pulling from .*Pull complete.*Status: Downloaded newer image for `+regexp.QuoteMeta(e.busybox)))
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("pull: %v\n%s", err, term.buf.String())
+	if err := waitExit(t, cmd, term); err != nil {
+		t.Fatalf("pull: %v\n%s", err, term.String())
 	}
 	if ids2 := strings.Fields(e.must(t, "images", "-q")); len(ids2) != 1 || ids2[0] != ids[0] {
 		t.Errorf("after pull: %v", ids2)

@@ -42,7 +42,16 @@ func ellipsis(s string, max int) string {
 // displayCommand is docker's COMMAND column: the command line quoted, cut to
 // 20 characters unless --no-trunc.
 func displayCommand(argv []string, trunc bool) string {
-	cmd := strings.Join(argv, " ")
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		// Arguments with blanks are shown in single quotes, as docker does,
+		// so that "sh -c 'echo hi'" reads as it was typed.
+		if a == "" || strings.ContainsAny(a, " \t\n") {
+			a = "'" + a + "'"
+		}
+		quoted[i] = a
+	}
+	cmd := strings.Join(quoted, " ")
 	if trunc {
 		cmd = ellipsis(cmd, 20)
 	}

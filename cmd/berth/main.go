@@ -72,6 +72,10 @@ func newRootCommand(c *cli) *cobra.Command {
 			}
 		},
 	}
+	// Docker exits 125 on a bad flag: berth itself failed, not a container.
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &exitError{code: 125, err: fmt.Errorf("%w\nSee '%s --help'", err, cmd.CommandPath())}
+	})
 	root.PersistentFlags().StringVarP(&c.host, "host", "H", "", "berthd socket to connect to (env BERTH_HOST, default "+defaultHost+")")
 	container := &cobra.Command{Use: "container", Short: "Manage containers"}
 	container.AddCommand(newContainerPruneCommand(c), newRunCommand(c), newCreateCommand(c), newPsCommand(c),

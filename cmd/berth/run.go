@@ -138,14 +138,14 @@ func withCode(code int, err error) error {
 type containerSpec struct {
 	pod       *runtimeapi.PodSandboxConfig
 	ctr       *runtimeapi.ContainerConfig
-	name      string
-	logDir    string
-	imageSize uint64
+	name          string
+	logDir        string
+	entrypointSet bool
 }
 
 // buildSpec turns run options into CRI configs. It does no I/O beyond
 // reading env files, so that it can be tested without a daemon.
-func buildSpec(o *runOptions, image string, imageCfg *imageConfig, args []string, cwd string, lookupEnv func(string) (string, bool)) (*containerSpec, error) {
+func buildSpec(o *runOptions, image string, args []string, cwd string, lookupEnv func(string) (string, bool)) (*containerSpec, error) {
 	if o.name != "" && !validName.MatchString(o.name) {
 		return nil, invalid("Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", o.name)
 	}
@@ -253,14 +253,7 @@ func buildSpec(o *runOptions, image string, imageCfg *imageConfig, args []string
 			args = nil
 		}
 	}
-	display := displayArgv(imageCfg, command, args, o.entrypointS)
-	if len(display) == 0 {
-		return nil, invalid("%v", errNoCommand)
-	}
-	if o.entrypointS && o.entrypoint == "" && len(command) == 0 {
-		return nil, invalid("%v", errNoCommand)
-	}
-	if len(command) == 0 && len(args) == 0 && o.entrypointS {
+	if o.entrypointS && len(command) == 0 {
 		return nil, invalid("%v", errNoCommand)
 	}
 
@@ -284,11 +277,9 @@ func buildSpec(o *runOptions, image string, imageCfg *imageConfig, args []string
 		logRoot = v
 	}
 	logDir := filepath.Join(logRoot, uid)
-	displayJSON, _ := json.Marshal(display)
 	annotations := map[string]string{
-		annoImage:   image,
-		annoCommand: string(displayJSON),
-		annoLogDir:  logDir,
+		annoImage:  image,
+		annoLogDir: logDir,
 	}
 	if len(ports) > 0 {
 		annotations[annoPorts] = formatPorts(ports)
@@ -342,19 +333,35 @@ func buildSpec(o *runOptions, image string, imageCfg *imageConfig, args []string
 		Tty:         o.tty,
 		Linux:       &runtimeapi.LinuxContainerConfig{Resources: res, SecurityContext: sc},
 	}
+	return &containerSpec{pod: pod, ctr: ctr, name: name, logDir: logDir, entrypointSet: o.entrypointS}, nil
+}
+
+// finalize completes the configs with what the image says: the command
+// line ps shows, and refuses a container with no command at all.
+func (s *containerSpec) finalize(img *imageConfig) error {
+	display := displayArgv(img, s.ctr.Command, s.ctr.Args, s.entrypointSet)
+	if len(display) == 0 {
+		return invalid("%v", errNoCommand)
+	}
+	displayJSON, err := json.Marshal(display)
+	if err != nil {
+		return err
+	}
+	s.ctr.Annotations[annoCommand] = string(displayJSON)
+	s.ctr.Image.Image = img.ID
 	// Kept so that `berth start` can re-create an exited container (CRI
 	// cannot start one twice).
-	podJSON, err := protojson.Marshal(pod)
+	podJSON, err := protojson.Marshal(s.pod)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ctrJSON, err := protojson.Marshal(ctr)
+	ctrJSON, err := protojson.Marshal(s.ctr)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ctr.Annotations[annoPodConfig] = string(podJSON)
-	ctr.Annotations[annoConfig] = string(ctrJSON)
-	return &containerSpec{pod: pod, ctr: ctr, name: name, logDir: logDir}, nil
+	s.ctr.Annotations[annoPodConfig] = string(podJSON)
+	s.ctr.Annotations[annoConfig] = string(ctrJSON)
+	return nil
 }
 
 // displayArgv is the command line docker shows: entrypoint then command,
@@ -382,6 +389,15 @@ func copyMap(m map[string]string) map[string]string {
 // prepare resolves the image (pulling it when missing, as docker run does)
 // and builds the configs.
 func (c *cli) prepare(ctx context.Context, o *runOptions, image string, args []string) (*containerSpec, error) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	// Flags are checked before anything is pulled.
+	spec, err := buildSpec(o, image, args, cwd, os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
 	is, err := c.images(ctx)
 	if err != nil {
 		return nil, err
@@ -390,15 +406,9 @@ func (c *cli) prepare(ctx context.Context, o *runOptions, image string, args []s
 	if err != nil {
 		return nil, err
 	}
-	cwd, err := os.Getwd()
-	if err != nil {
+	if err := spec.finalize(img); err != nil {
 		return nil, err
 	}
-	spec, err := buildSpec(o, image, img, args, cwd, os.LookupEnv)
-	if err != nil {
-		return nil, err
-	}
-	spec.ctr.Image.Image = img.ID
 	return spec, nil
 }
 
@@ -422,32 +432,38 @@ func (s *containerSpec) create(ctx context.Context, rt runtimeapi.RuntimeService
 	if err != nil {
 		return "", "", rpcError("RunPodSandbox", err)
 	}
-	podID = pr.GetPodSandboxId()
+	madePod := pr.GetPodSandboxId()
 	defer func() {
 		if retErr != nil {
 			// A fresh context: the caller's may be what was cancelled.
 			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_, _ = rt.StopPodSandbox(rctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
-			_, _ = rt.RemovePodSandbox(rctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
+			_, _ = rt.StopPodSandbox(rctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: madePod})
+			_, _ = rt.RemovePodSandbox(rctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: madePod})
 		}
 	}()
-	cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: s.ctr, SandboxConfig: s.pod})
+	cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: madePod, Config: s.ctr, SandboxConfig: s.pod})
 	if err != nil {
-		return "", "", rpcError("CreateContainer", err)
+		// berthd resolves the command when it creates the container: a
+		// missing or unrunnable one fails here, with docker's 127 or 126.
+		return "", "", startError(rpcError("CreateContainer", err))
 	}
-	return cr.GetContainerId(), podID, nil
+	return cr.GetContainerId(), madePod, nil
 }
 
-// startError maps a StartContainer failure to docker's exit codes: 127 when
-// the command is not there, 126 when it cannot be run.
+// startError maps a failure to run the container's command to docker's
+// exit codes: 127 when the command is not there, 126 when it cannot be run,
+// 125 for anything else (berth's or berthd's own failure). berthd reports
+// them as `exec "PROG": <errno text>`.
 func startError(err error) error {
 	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "not found") || strings.Contains(msg, "no such file"):
-		return &exitError{code: 127, err: err}
-	case strings.Contains(msg, "permission denied") || strings.Contains(msg, "not executable") || strings.Contains(msg, "is a directory"):
-		return &exitError{code: 126, err: err}
+	if strings.Contains(msg, "exec \"") {
+		switch {
+		case strings.Contains(msg, "no such file or directory") || strings.Contains(msg, "not found in $PATH") || strings.Contains(msg, "not a directory"):
+			return &exitError{code: 127, err: err}
+		case strings.Contains(msg, "permission denied") || strings.Contains(msg, "is a directory") || strings.Contains(msg, "exec format error"):
+			return &exitError{code: 126, err: err}
+		}
 	}
 	return &exitError{code: 125, err: err}
 }
@@ -570,7 +586,7 @@ func (c *cli) attachAndWait(ctx context.Context, rt runtimeapi.RuntimeServiceCli
 		go func() {
 			defer close(outDone)
 			lf := &logFollower{rt: rt, id: id, path: logPath}
-			if err := lf.follow(ctx, logOptions{follow: true}, os.Stdout, os.Stderr); err != nil && ctx.Err() == nil {
+			if err := lf.follow(ctx, logOptions{follow: true, tail: -1}, os.Stdout, os.Stderr); err != nil && ctx.Err() == nil {
 				fmt.Fprintf(os.Stderr, "berth: reading the container's output: %v\n", err)
 			}
 		}()
