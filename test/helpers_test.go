@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"os"
 	"os/exec"
@@ -32,13 +33,35 @@ type podEnv struct {
 	reg      *testregistry.Registry
 	busybox  string
 	leaseDir string
+	// bridge and subnet are the pod network's (e2eBridge, e2eSubnet unless
+	// the env has its own network).
+	bridge string
+	subnet string
 }
 
 func startPodEnv(t testing.TB) *podEnv {
 	t.Helper()
+	bridge, subnet := testNetwork(t)
+	return startPodEnvNet(t, harness.Options{}, bridge, subnet)
+}
+
+// testNetwork names a bridge and a /24 of its own for one test, so that
+// tests (and test runs of several people on one machine) never share a
+// bridge that another's cleanup deletes.
+func testNetwork(t testing.TB) (bridge, subnet string) {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%d/%s/%d", os.Getpid(), t.Name(), time.Now().UnixNano())
+	n := h.Sum32()
+	return fmt.Sprintf("be2e%08x", n), fmt.Sprintf("10.%d.%d.0/24", 64+n%64, (n>>8)%256)
+}
+
+// startPodEnvNet is startPodEnv with daemon options (CNIConfDir is set here)
+// and a pod network on bridge with subnet.
+func startPodEnvNet(t testing.TB, opts harness.Options, bridge, subnetCIDR string) *podEnv {
+	t.Helper()
 	confDir := t.TempDir()
 	leaseDir := t.TempDir()
-	conf, err := cni.DefaultConflist("berth-e2e", e2eBridge, e2eSubnet, leaseDir)
+	conf, err := cni.DefaultConflist("berth-e2e", bridge, subnetCIDR, leaseDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,10 +70,10 @@ func startPodEnv(t testing.TB) *podEnv {
 	}
 	// The bridge plugin leaves its bridge behind on DEL, and berth keeps one
 	// masquerade rule per pod subnet: remove both last.
-	_, subnet, _ := net.ParseCIDR(e2eSubnet)
+	_, subnet, _ := net.ParseCIDR(subnetCIDR)
 	t.Cleanup(func() {
 		_ = cni.RemoveMasquerade(context.Background(), subnet)
-		_ = exec.Command("ip", "link", "del", e2eBridge).Run()
+		_ = exec.Command("ip", "link", "del", bridge).Run()
 	})
 	reg := testregistry.Start(t, testregistry.Options{})
 	img, err := testimages.Busybox()
@@ -59,8 +82,9 @@ func startPodEnv(t testing.TB) *podEnv {
 	}
 	ref := reg.MustPush(t, "library/busybox:latest", img)
 	_ = ref
-	d := harness.Start(t, bins, harness.Options{CNIConfDir: confDir})
-	env := &podEnv{d: d, reg: reg, busybox: reg.Ref("library/busybox:latest"), leaseDir: leaseDir}
+	opts.CNIConfDir = confDir
+	d := harness.Start(t, bins, opts)
+	env := &podEnv{d: d, reg: reg, busybox: reg.Ref("library/busybox:latest"), leaseDir: leaseDir, bridge: bridge, subnet: subnetCIDR}
 	if _, err := d.ImageService(t).PullImage(context.Background(), &runtimeapi.ImageSpec{Image: env.busybox}, nil, nil); err != nil {
 		t.Fatalf("pull busybox: %v", err)
 	}

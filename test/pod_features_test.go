@@ -85,7 +85,7 @@ func TestPodNetworking(t *testing.T) {
 		t.Errorf("pod IP from the host: %q", got)
 	}
 	// The hostPort answers on the host's bridge address.
-	gw := bridgeIP(t)
+	gw := bridgeIP(t, e.bridge)
 	if got := httpGet(t, fmt.Sprintf("http://%s/index.html", net.JoinHostPort(gw, strconv.Itoa(int(hostPort))))); strings.TrimSpace(got) != "net" {
 		t.Errorf("hostPort %d from the host: %q", hostPort, got)
 	}
@@ -102,9 +102,9 @@ func freeTCPPort(t *testing.T) int32 {
 }
 
 // bridgeIP is the host's address on the e2e bridge.
-func bridgeIP(t *testing.T) string {
+func bridgeIP(t *testing.T, bridge string) string {
 	t.Helper()
-	ifc, err := net.InterfaceByName(e2eBridge)
+	ifc, err := net.InterfaceByName(bridge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func bridgeIP(t *testing.T) string {
 			return ipn.IP.String()
 		}
 	}
-	t.Fatalf("no IPv4 on %s", e2eBridge)
+	t.Fatalf("no IPv4 on %s", bridge)
 	return ""
 }
 

@@ -32,9 +32,9 @@ func TestPodAndContainerLifecycle(t *testing.T) {
 		t.Fatalf("pod state %v", ps.Status.State)
 	}
 	ip := net.ParseIP(ps.Status.GetNetwork().GetIp())
-	_, subnet, _ := net.ParseCIDR(e2eSubnet)
+	_, subnet, _ := net.ParseCIDR(e.subnet)
 	if ip == nil || !subnet.Contains(ip) {
-		t.Fatalf("pod IP %q not in %s", ps.Status.GetNetwork().GetIp(), e2eSubnet)
+		t.Fatalf("pod IP %q not in %s", ps.Status.GetNetwork().GetIp(), e.subnet)
 	}
 
 	// A prefix of the ID works as the ID does.

@@ -82,6 +82,9 @@ type Daemon struct {
 	CNIConfDir   string
 	CgroupParent string
 	LogPath      string
+	// AllowLeftovers turns off the leak check at teardown, for tests that
+	// leave things on purpose and check them themselves.
+	AllowLeftovers bool
 	// Env is added to berthd's environment at every (re)start; a test may
 	// change it between restarts.
 	Env []string
@@ -265,10 +268,18 @@ func (d *Daemon) teardown(t testing.TB) {
 	if d.cmd != nil {
 		d.signal(t, syscall.SIGTERM)
 	}
+	// Every test removes what it made (runPod's cleanup runs before this
+	// one), so anything left now is a leak of berth's.
+	if !t.Failed() && !d.AllowLeftovers {
+		if left := d.Leftovers(); len(left) > 0 {
+			t.Errorf("berthd left behind after the test: %v", left)
+		}
+	}
 	if t.Failed() {
 		t.Logf("berthd log:\n%s", d.Log())
 	}
 	killProcessesUnder(d.Dir)
+	killCgroupProcesses(d.CgroupParent)
 	for _, m := range MountsUnder(d.Dir) {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", m, err)
@@ -281,6 +292,56 @@ func (d *Daemon) teardown(t testing.TB) {
 	}
 	if err := os.RemoveAll(d.Dir); err != nil {
 		t.Errorf("remove %s: %v", d.Dir, err)
+	}
+}
+
+// Leftovers describes what berthd left on the machine: processes started
+// from its dirs, mounts under them, and non-empty cgroups or cgroups with
+// processes under its cgroup parent.
+func (d *Daemon) Leftovers() []string {
+	var out []string
+	for _, pid := range ProcessesUnder(d.Dir) {
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		out = append(out, fmt.Sprintf("process %d (%s)", pid, strings.ReplaceAll(string(cmd), "\x00", " ")))
+	}
+	for _, m := range MountsUnder(d.Dir) {
+		out = append(out, "mount "+m)
+	}
+	for _, dir := range cgroupDirs(d.CgroupParent) {
+		// The parent itself may stay (cgroupmgr made it for the pods).
+		if filepath.Base(dir) != filepath.Base(d.CgroupParent) {
+			out = append(out, "cgroup "+dir)
+		}
+	}
+	return out
+}
+
+// cgroupDirs lists the cgroup dirs at or below parent in every hierarchy.
+func cgroupDirs(parent string) []string {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	var dirs []string
+	for _, root := range roots {
+		_ = filepath.WalkDir(filepath.Join(root, parent), func(p string, de os.DirEntry, err error) error {
+			if err == nil && de.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+	}
+	return dirs
+}
+
+// killCgroupProcesses kills what runs in cgroups under parent: container
+// processes whose monitor is gone.
+func killCgroupProcesses(parent string) {
+	for _, dir := range cgroupDirs(parent) {
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			var pid int
+			if _, err := fmt.Sscanf(f, "%d", &pid); err == nil && pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 	}
 }
 
