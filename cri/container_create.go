@@ -119,7 +119,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		Image:          imageInfo{ID: img.ID, Config: img.Config},
 		Config:         cfg,
 		DefaultSeccomp: s.deps.DefaultSeccomp,
-		LastCap:        s.lastCap,
+		Grantable:      s.grantable,
 	})
 	if err != nil {
 		return nil, err

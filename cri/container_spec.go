@@ -43,8 +43,9 @@ type specInput struct {
 	Config  *runtimeapi.ContainerConfig
 	// DefaultSeccomp returns the RuntimeDefault profile.
 	DefaultSeccomp func() *specs.LinuxSeccomp
-	// LastCap is the highest capability number the kernel knows.
-	LastCap int
+	// Grantable are the capabilities berthd holds in its bounding set: all a
+	// privileged container (or "ALL") can get.
+	Grantable []string
 }
 
 // defaultCapabilities are the capabilities a container gets unless it asks
@@ -113,7 +114,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	caps, err := capabilities(sc, privileged, in.LastCap)
+	caps, err := capabilities(sc, privileged, in.Grantable)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +180,9 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 		}
 	} else {
 		s.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+		// A privileged container sees the host's devices, as with docker
+		// run --privileged and containerd.
+		s.Linux.Devices = hostDevices()
 	}
 	if err := appendDevices(s, cfg.GetDevices()); err != nil {
 		return nil, err
@@ -240,11 +244,7 @@ func containerEnv(imageEnv []string, envs []*runtimeapi.KeyValue, hostname strin
 
 // capabilities builds the five sets. Add and drop take names with or without
 // the CAP_ prefix, in any case, and "ALL".
-func capabilities(sc *runtimeapi.LinuxContainerSecurityContext, privileged bool, lastCap int) (*specs.LinuxCapabilities, error) {
-	all := capabilityNames
-	if lastCap >= 0 && lastCap+1 < len(all) {
-		all = all[:lastCap+1]
-	}
+func capabilities(sc *runtimeapi.LinuxContainerSecurityContext, privileged bool, all []string) (*specs.LinuxCapabilities, error) {
 	set := map[string]bool{}
 	if privileged {
 		for _, c := range all {
@@ -534,15 +534,56 @@ func appendDevices(s *specs.Spec, devices []*runtimeapi.Device) error {
 	return nil
 }
 
-// lastCapability reads the highest capability the running kernel knows.
-func lastCapability() int {
-	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+// grantableCapabilities lists the capabilities in berthd's own bounding
+// set: the kernel lets it give no others. (Root here lacks
+// CAP_SYS_RESOURCE, for one.)
+func grantableCapabilities() []string {
+	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return len(capabilityNames) - 1
+		return capabilityNames
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return len(capabilityNames) - 1
+	for _, l := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(l, "CapBnd:")
+		if !ok {
+			continue
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil {
+			break
+		}
+		var out []string
+		for i, name := range capabilityNames {
+			if mask&(1<<uint(i)) != 0 {
+				out = append(out, name)
+			}
+		}
+		return out
 	}
-	return n
+	return capabilityNames
+}
+
+// hostDevices lists the host's device nodes under /dev, skipping the
+// per-container filesystems (pts, shm, mqueue) that get their own mounts.
+func hostDevices() []specs.LinuxDevice {
+	var out []specs.LinuxDevice
+	_ = filepath.WalkDir("/dev", func(p string, de os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if de.IsDir() {
+			switch p {
+			case "/dev/pts", "/dev/shm", "/dev/mqueue":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if de.Type()&(os.ModeDevice|os.ModeCharDevice) == 0 || p == "/dev/console" || p == "/dev/ptmx" {
+			return nil
+		}
+		if d, err := deviceFromHost(p, p); err == nil {
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out
 }

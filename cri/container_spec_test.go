@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -40,9 +41,9 @@ func baseInput(t *testing.T, cfg *runtimeapi.ContainerConfig) specInput {
 			HostsPath: "/run/x/hosts", ResolvConfPath: "/run/x/resolv.conf", ShmPath: "/run/x/shm",
 			Hostname: "pod1", CgroupParent: "/berth/p1",
 		},
-		Image:   imageInfo{ID: "sha256:abc", Config: imagespec.ImageConfig{Entrypoint: []string{"/bin/ep"}, Cmd: []string{"a"}, Env: []string{"PATH=/bin", "A=image"}}},
-		Config:  cfg,
-		LastCap: 40,
+		Image:     imageInfo{ID: "sha256:abc", Config: imagespec.ImageConfig{Entrypoint: []string{"/bin/ep"}, Cmd: []string{"a"}, Env: []string{"PATH=/bin", "A=image"}}},
+		Config:    cfg,
+		Grantable: capabilityNames,
 		DefaultSeccomp: func() *specs.LinuxSeccomp {
 			return &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}
 		},
@@ -173,17 +174,17 @@ func TestCapabilities(t *testing.T) {
 	sc := &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{
 		DropCapabilities: []string{"ALL"}, AddCapabilities: []string{"net_admin", "CAP_SYS_TIME"},
 	}}
-	c, err := capabilities(sc, false, 40)
+	c, err := capabilities(sc, false, capabilityNames)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"CAP_NET_ADMIN", "CAP_SYS_TIME"}; !slices.Equal(c.Bounding, want) || !slices.Equal(c.Effective, want) {
 		t.Errorf("caps = %+v, want %v", c, want)
 	}
-	if _, err := capabilities(&runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"CAP_FLY"}}}, false, 40); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := capabilities(&runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"CAP_FLY"}}}, false, capabilityNames); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("unknown capability: want InvalidArgument, got %v", err)
 	}
-	all, err := capabilities(&runtimeapi.LinuxContainerSecurityContext{Privileged: true}, true, 40)
+	all, err := capabilities(&runtimeapi.LinuxContainerSecurityContext{Privileged: true}, true, capabilityNames)
 	if err != nil || len(all.Bounding) != 41 {
 		t.Errorf("privileged caps: %d %v", len(all.Bounding), err)
 	}
@@ -240,5 +241,27 @@ func TestCRIMounts(t *testing.T) {
 	in.Config.Mounts = []*runtimeapi.Mount{{ContainerPath: "rel", HostPath: host}}
 	if _, err := buildSpec(in); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("relative container path: want InvalidArgument, got %v", err)
+	}
+}
+
+func TestPrivilegedGetsHostDevices(t *testing.T) {
+	in := baseInput(t, &runtimeapi.ContainerConfig{Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		Privileged: true, NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+	}}})
+	s, err := buildSpec(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range s.Linux.Devices {
+		if d.Path == "/dev/null" && d.Type == "c" && d.Major == 1 && d.Minor == 3 {
+			found = true
+		}
+		if strings.HasPrefix(d.Path, "/dev/pts/") {
+			t.Errorf("a pts device leaked into the spec: %s", d.Path)
+		}
+	}
+	if !found {
+		t.Errorf("privileged spec lacks the host's /dev/null: %d devices", len(s.Linux.Devices))
 	}
 }

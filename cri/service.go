@@ -91,7 +91,7 @@ type Service struct {
 	stream     StreamServer
 	events     *eventBus
 	metrics    *Metrics // nil without [metrics] address
-	lastCap    int
+	grantable  []string
 }
 
 // New returns the CRI services over deps, loading the container records.
@@ -103,7 +103,7 @@ func New(deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cri: %w", err)
 	}
-	return &Service{deps: deps, containers: store, lastCap: lastCapability(), events: newEventBus()}, nil
+	return &Service{deps: deps, containers: store, grantable: grantableCapabilities(), events: newEventBus()}, nil
 }
 
 // Register adds both CRI services to srv.

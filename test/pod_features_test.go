@@ -225,6 +225,28 @@ func TestSecurityContext(t *testing.T) {
 	if _, _, err := e.d.Runtime.ExecSync(context.Background(), rid, []string{"cat", "/proc/kcore"}, 10*time.Second); err == nil {
 		t.Errorf("read a masked path")
 	}
+
+	priv := e.containerConfig("priv", "sleep", "1000")
+	priv.Linux.SecurityContext.Privileged = true
+	pid := e.startContainer(t, podID, podCfg, priv)
+	if st, _ := e.d.Runtime.ContainerStatus(context.Background(), pid, false); st.GetStatus().GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("privileged container: %+v", st.GetStatus())
+	}
+	ps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", containerPid(t, e, pid)))
+	if got := statusField(string(ps), "CapEff"); got != statusField(readSelfStatus(t), "CapBnd") {
+		t.Errorf("privileged CapEff = %s, want the host's bounding set", got)
+	}
+	if out := e.execOut(t, pid, "ls", "/dev/kmsg"); strings.TrimSpace(out) != "/dev/kmsg" {
+		t.Errorf("privileged container lacks the host's /dev/kmsg: %q", out)
+	}
+}
+
+func readSelfStatus(t *testing.T) string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func TestReopenContainerLog(t *testing.T) {
