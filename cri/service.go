@@ -72,6 +72,9 @@ type Deps struct {
 	RootDir string
 	// RuntimeHandlers are the handler names Status lists; "" is the default.
 	RuntimeHandlers []string
+	// Config is berthd's configuration, shown by Status's verbose info
+	// (crictl info).
+	Config any
 	// DefaultSeccomp is the RuntimeDefault seccomp profile.
 	DefaultSeccomp func() *specs.LinuxSeccomp
 	// Failpoints crash berthd between steps, for crash tests; nil in

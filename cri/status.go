@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -23,6 +24,13 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			network,
 		}},
+	}
+	if req.GetVerbose() {
+		cfg, err := json.Marshal(s.deps.Config)
+		if err != nil {
+			return nil, err
+		}
+		resp.Info = map[string]string{"config": string(cfg)}
 	}
 	for _, name := range s.deps.RuntimeHandlers {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{

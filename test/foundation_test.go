@@ -35,7 +35,7 @@ func TestVersionAndStatus(t *testing.T) {
 		t.Fatalf("Version = %+v", v)
 	}
 
-	st, err := d.Runtime.Status(ctx, false)
+	st, err := d.Runtime.Status(ctx, true)
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
@@ -46,6 +46,11 @@ func TestVersionAndStatus(t *testing.T) {
 	// kubelet must be told why.
 	if c := condition(st.Status, runtimeapi.NetworkReady); c == nil || c.Status || c.Reason == "" || c.Message == "" {
 		t.Fatalf("NetworkReady with no CNI config = %+v", c)
+	}
+
+	// crictl info shows the config from the verbose info.
+	if !strings.Contains(st.Info["config"], d.CNIConfDir) {
+		t.Errorf("verbose Status info lacks the config: %v", st.Info)
 	}
 
 	for _, dir := range []string{d.Root, d.State} {

@@ -138,6 +138,7 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 		RootDir:         cfg.Root,
 		RuntimeHandlers: handlers,
 		DefaultSeccomp:  seccomp.DefaultProfile,
+		Config:          cfg,
 		Failpoints:      fps,
 	})
 	if err != nil {
