@@ -104,6 +104,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		s.containers.release(rec)
 	}()
 
+	t0 := time.Now()
 	rootfs, err := s.deps.Images.PrepareRootfs(ctx, id, img.ID)
 	if err != nil {
 		return nil, fmt.Errorf("prepare rootfs: %w", err)
@@ -131,6 +132,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 			return nil, fmt.Errorf("log dir: %w", err)
 		}
 	}
+	t1 := time.Now()
 	err = s.deps.Runtime.Create(ctx, pod.ID, id, spec, runtime.CreateOptions{
 		LogPath:    rec.LogPath,
 		Stdin:      cfg.GetStdin(),
@@ -148,7 +150,8 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, err
 	}
 	s.deps.Failpoints.Hit(failpoint.CtrCreateAfterRecord)
-	klog.InfoS("Created container", "containerID", id, "podSandboxID", pod.ID, "name", rec.Name)
+	klog.InfoS("Created container", "containerID", id, "podSandboxID", pod.ID, "name", rec.Name,
+		"rootfs", t1.Sub(t0), "runtime", time.Since(t1))
 	s.emit(ctx, rec, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
