@@ -95,6 +95,7 @@ type Service struct {
 	events     *eventBus
 	metrics    *Metrics // nil without [metrics] address
 	grantable  []string
+	closing    chan struct{} // closed by Shutdown
 }
 
 // New returns the CRI services over deps, loading the container records.
@@ -106,8 +107,12 @@ func New(deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cri: %w", err)
 	}
-	return &Service{deps: deps, containers: store, grantable: grantableCapabilities(), events: newEventBus()}, nil
+	return &Service{deps: deps, containers: store, grantable: grantableCapabilities(), events: newEventBus(), closing: make(chan struct{})}, nil
 }
+
+// Shutdown ends the long-lived streams (container events) so that the gRPC
+// server can stop gracefully. Call it once.
+func (s *Service) Shutdown() { close(s.closing) }
 
 // Register adds both CRI services to srv.
 func (s *Service) Register(srv *grpc.Server) {

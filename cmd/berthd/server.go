@@ -71,6 +71,7 @@ func serve(ctx context.Context, cfg config.Config) error {
 	case <-ctx.Done():
 	}
 	klog.InfoS("berthd shutting down; containers keep running")
+	svc.Shutdown()
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
