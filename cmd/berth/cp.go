@@ -136,42 +136,41 @@ type copyPlan struct {
 	dname string
 }
 
-// planDest decides docker's destination rule: into an existing directory
-// under the source's name (or its contents, for "SRC/."), or as the named
-// path whose parent must exist.
-func planDest(dstBase *os.Root, dest string, srcName string, srcIsDir, contentsOnly bool) (*os.Root, string, error) {
+// planDest decides docker's destination rule inside a container: into an
+// existing directory under the source's name (or its contents, for
+// "SRC/."), or as the named path, whose parent must exist. Names stay
+// relative to the container's root (no sub-root is opened) so that
+// relative links inside the container resolve as they do in it.
+func planDest(dstBase *os.Root, dest string, srcName string, srcIsDir, contentsOnly bool) (string, error) {
 	dname := inRoot(dest)
 	fi, err := dstBase.Stat(dname)
 	switch {
 	case err == nil && fi.IsDir():
-		r, err := dstBase.OpenRoot(dname)
-		if err != nil {
-			return nil, "", escapeError(err)
-		}
 		if contentsOnly {
-			return r, ".", nil
+			return dname, nil
 		}
-		return r, path.Base(srcName), nil
+		return path.Join(dname, path.Base(srcName)), nil
 	case err == nil:
 		if srcIsDir {
-			return nil, "", fmt.Errorf("cannot copy a directory to a file: %s", dest)
+			return "", fmt.Errorf("cannot copy a directory to a file: %s", dest)
 		}
+		return dname, nil
 	case errors.Is(err, fs.ErrNotExist):
 		if strings.HasSuffix(dest, "/") && !srcIsDir {
-			return nil, "", fmt.Errorf("destination directory %s does not exist", dest)
+			return "", fmt.Errorf("destination directory %s does not exist", dest)
 		}
 	default:
-		return nil, "", escapeError(err)
+		return "", escapeError(err)
 	}
-	parent := path.Dir(dname)
-	r, err := dstBase.OpenRoot(parent)
-	if err != nil {
+	if pfi, err := dstBase.Stat(path.Dir(dname)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, "", fmt.Errorf("destination directory %s does not exist", path.Dir(dest))
+			return "", fmt.Errorf("destination directory %s does not exist", path.Dir(dest))
 		}
-		return nil, "", escapeError(err)
+		return "", escapeError(err)
+	} else if !pfi.IsDir() {
+		return "", fmt.Errorf("destination %s is not a directory", path.Dir(dest))
 	}
-	return r, path.Base(dname), nil
+	return dname, nil
 }
 
 // planHostDest is planDest for a host path.
@@ -247,12 +246,11 @@ func copyIn(hostSrc string, ctrRoot *os.Root, cdest string, warn io.Writer) erro
 		}
 		sname = "."
 	}
-	dst, dname, err := planDest(ctrRoot, cdest, sname, fi.IsDir(), contents)
+	dname, err := planDest(ctrRoot, cdest, sname, fi.IsDir(), contents)
 	if err != nil {
 		return err
 	}
-	defer dst.Close()
-	return copyTree(src, sname, dst, dname, warn)
+	return copyTree(src, sname, ctrRoot, dname, warn)
 }
 
 // isMountPoint tells whether dir is mounted on (a different device from its

@@ -136,8 +136,8 @@ func withCode(code int, err error) error {
 // containerSpec is everything needed to make one CLI container: its pod and
 // its container config.
 type containerSpec struct {
-	pod       *runtimeapi.PodSandboxConfig
-	ctr       *runtimeapi.ContainerConfig
+	pod           *runtimeapi.PodSandboxConfig
+	ctr           *runtimeapi.ContainerConfig
 	name          string
 	logDir        string
 	entrypointSet bool
