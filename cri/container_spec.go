@@ -154,6 +154,9 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	if res := cfg.GetLinux().GetResources(); res != nil {
 		applyResources(s, res)
 	}
+	if err := applyPidsLimit(s, cfg.GetAnnotations()); err != nil {
+		return nil, err
+	}
 
 	ns, err := namespaces(in.Sandbox, sc.GetNamespaceOptions())
 	if err != nil {
@@ -586,4 +589,22 @@ func hostDevices() []specs.LinuxDevice {
 		return nil
 	})
 	return out
+}
+
+// PidsLimitAnnotation sets a container's pids limit. The CRI has no field
+// for it (kubelet sets pod-level pids limits on the pod cgroup); berth's CLI
+// uses it for docker's --pids-limit.
+const PidsLimitAnnotation = "io.berth.pids-limit"
+
+func applyPidsLimit(s *specs.Spec, annotations map[string]string) error {
+	v, ok := annotations[PidsLimitAnnotation]
+	if !ok {
+		return nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n == 0 {
+		return fmt.Errorf("annotation %s=%q: want a non-zero integer (-1 for unlimited): %w", PidsLimitAnnotation, v, errdefs.ErrInvalidArgument)
+	}
+	s.Linux.Resources.Pids = &specs.LinuxPids{Limit: &n}
+	return nil
 }

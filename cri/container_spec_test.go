@@ -265,3 +265,23 @@ func TestPrivilegedGetsHostDevices(t *testing.T) {
 		t.Errorf("privileged spec lacks the host's /dev/null: %d devices", len(s.Linux.Devices))
 	}
 }
+
+func TestPidsLimitAnnotation(t *testing.T) {
+	in := baseInput(t, &runtimeapi.ContainerConfig{
+		Annotations: map[string]string{PidsLimitAnnotation: "42"},
+		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+		}},
+	})
+	s, err := buildSpec(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Linux.Resources.Pids == nil || *s.Linux.Resources.Pids.Limit != 42 {
+		t.Fatalf("pids = %+v", s.Linux.Resources.Pids)
+	}
+	in.Config.Annotations[PidsLimitAnnotation] = "many"
+	if _, err := buildSpec(in); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), PidsLimitAnnotation) {
+		t.Fatalf("bad annotation: %v", err)
+	}
+}
