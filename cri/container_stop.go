@@ -50,6 +50,13 @@ func (s *Service) stopLocked(ctx context.Context, e *containerEntry, grace time.
 		return err
 	}
 	if st.Status == runtime.StatusStopped || st.Status == runtime.StatusUnknown {
+		if st.Message == runtime.MessageMonitorDied {
+			// Reported stopped because its monitor died: the process
+			// may live on; make sure it does not.
+			if err := s.deps.Runtime.Kill(ctx, id, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("kill the process of a container whose monitor died: %w", err)
+			}
+		}
 		return nil
 	}
 	if grace > 0 && st.Status == runtime.StatusRunning {
