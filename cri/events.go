@@ -111,6 +111,10 @@ func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream ru
 			}
 		case <-stream.Context().Done():
 			return nil
+		case <-s.closing:
+			// berthd is shutting down: end the stream so a graceful stop
+			// does not wait for it; kubelet reconnects to the next berthd.
+			return nil
 		}
 	}
 }
