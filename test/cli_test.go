@@ -683,3 +683,58 @@ func TestCLIHidesKubeletContainers(t *testing.T) {
 		t.Errorf("exec into a kubelet container: %q", out)
 	}
 }
+
+func TestCLIRunOptionsTopStats(t *testing.T) {
+	e := startCLIEnv(t)
+	// User, workdir, hostname, read-only root, env file and labels reach
+	// the container.
+	envFile := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(envFile, []byte("# settings\nFROM_FILE=yes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := e.berth(t, "run", "--rm", "-u", "1000:1000", "-w", "/tmp", "--hostname", "hh", "--read-only", "--env-file", envFile,
+		e.busybox, "sh", "-c", `echo $(id -u):$(id -g) $(pwd) $(hostname) $FROM_FILE; touch /x 2>/dev/null && echo rw || echo ro`)
+	if r.code != 0 || r.stdout != "1000:1000 /tmp hh yes\nro\n" {
+		t.Errorf("run options: %+v", r)
+	}
+	// Limits go into the container's cgroup: read back through inspect.
+	e.must(t, "run", "-d", "--name", "limited", "-m", "64m", "--cpus", "0.5", e.busybox, "sh", "-c", "yes > /dev/null & exec sleep 1000")
+	out := e.must(t, "inspect", "-f", "{{.State.Pid}} {{.State.Status}}", "limited")
+	var pid int
+	var state string
+	if _, err := fmt.Sscanf(out, "%d %s", &pid, &state); err != nil || pid <= 0 || state != "running" {
+		t.Fatalf("inspect pid: %q %v", out, err)
+	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var memPath string
+	for _, l := range strings.Split(string(cg), "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && strings.Contains(f[1], "memory") {
+			memPath = f[2]
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", memPath, "memory.limit_in_bytes")); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(64<<20) {
+		t.Errorf("memory limit in %s: %q %v", memPath, b, err)
+	}
+	// top lists the container's processes from the host's ps.
+	top := e.must(t, "top", "limited")
+	if !strings.HasPrefix(top, "UID") || !strings.Contains(top, "sleep 1000") || !strings.Contains(top, "yes") || strings.Contains(top, "berthd") {
+		t.Errorf("top:\n%s", top)
+	}
+	// stats shows one row for it, with CPU and memory filled in.
+	stats := e.must(t, "stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}} {{.MemUsage}}")
+	if !regexp.MustCompile(`^limited \d+\.\d\d% [0-9.]+[KMG]?i?B / 64MiB\n$`).MatchString(stats) {
+		t.Errorf("stats = %q", stats)
+	}
+	// restart brings it back running; info counts it.
+	e.must(t, "restart", "-t", "0", "limited")
+	if ps := e.must(t, "ps", "--format", "{{.Names}} {{.State}}"); ps != "limited running\n" {
+		t.Errorf("after restart: %q", ps)
+	}
+	if info := e.must(t, "info"); !strings.Contains(info, " Containers: 1\n  Running: 1\n") || !strings.Contains(info, " Images: 1\n") {
+		t.Errorf("info:\n%s", info)
+	}
+	e.must(t, "rm", "-f", "limited")
+}
