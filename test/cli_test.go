@@ -289,6 +289,10 @@ func TestCLIRunExitCodes(t *testing.T) {
 	if r.code != 3 || r.stdout != "hi there\n" || r.stderr != "err\n" {
 		t.Errorf("attached run: %+v", r)
 	}
+	// -it needs a terminal, as docker says.
+	if r := e.berth(t, "run", "--rm", "-it", e.busybox, "true"); r.code != 125 || !strings.Contains(r.stderr, "the input device is not a TTY") {
+		t.Errorf("run -it without a terminal: %+v", r)
+	}
 	// --rm removed them all.
 	if ps := e.must(t, "ps", "-aq"); strings.TrimSpace(ps) != "" {
 		t.Errorf("--rm left containers: %q", ps)

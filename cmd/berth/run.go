@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -473,6 +474,9 @@ func (c *cli) run(ctx context.Context, o *runOptions, image string, args []strin
 		// Nothing stays to remove it after the CLI returns: berthd has no
 		// auto-remove yet.
 		fmt.Fprintln(os.Stderr, "WARNING: --rm with -d: berthd cannot remove the container when it exits yet; remove it with `berth rm`")
+	}
+	if o.tty && o.interactive && !o.detach && !term.IsTerminal(int(os.Stdin.Fd())) {
+		return invalid("the input device is not a TTY")
 	}
 	rt, err := c.runtime(ctx)
 	if err != nil {
