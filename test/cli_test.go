@@ -702,7 +702,7 @@ func TestCLIRunOptionsTopStats(t *testing.T) {
 		t.Errorf("run options: %+v", r)
 	}
 	// Limits go into the container's cgroup: read back through inspect.
-	e.must(t, "run", "-d", "--name", "limited", "-m", "64m", "--cpus", "0.5", e.busybox, "sh", "-c", "yes > /dev/null & exec sleep 1000")
+	e.must(t, "run", "-d", "--name", "limited", "-m", "64m", "--cpus", "0.5", "--pids-limit", "50", e.busybox, "sh", "-c", "yes > /dev/null & exec sleep 1000")
 	out := e.must(t, "inspect", "-f", "{{.State.Pid}} {{.State.Status}}", "limited")
 	var pid int
 	var state string
@@ -713,11 +713,26 @@ func TestCLIRunOptionsTopStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var memPath string
+	var memPath, pidsPath, cpuPath string
 	for _, l := range strings.Split(string(cg), "\n") {
-		if f := strings.SplitN(l, ":", 3); len(f) == 3 && strings.Contains(f[1], "memory") {
-			memPath = f[2]
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 {
+			for _, c := range strings.Split(f[1], ",") {
+				switch c {
+				case "memory":
+					memPath = f[2]
+				case "pids":
+					pidsPath = f[2]
+				case "cpu":
+					cpuPath = f[2]
+				}
+			}
 		}
+	}
+	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", pidsPath, "pids.max")); err != nil || strings.TrimSpace(string(b)) != "50" {
+		t.Errorf("pids limit in %s: %q %v", pidsPath, b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpu", cpuPath, "cpu.cfs_quota_us")); err != nil || strings.TrimSpace(string(b)) != "50000" {
+		t.Errorf("cpu quota in %s: %q %v", cpuPath, b, err)
 	}
 	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", memPath, "memory.limit_in_bytes")); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(64<<20) {
 		t.Errorf("memory limit in %s: %q %v", memPath, b, err)
