@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,9 +29,8 @@ func (e *podEnv) leaks() []string {
 	add("state", stateFilesUnder(d))
 	if e.leaseDir != "" {
 		add("ipam lease", leasesIn(e.leaseDir))
-		// Every port on the bridge is a pod's veth: right for an env with
-		// a bridge of its own (startIsolatedPodEnv); the shared e2e bridge
-		// may carry the pods of another test run on this machine.
+		// Every port on the env's own bridge (testNetwork) is a veth of
+		// one of its pods.
 		ports, _ := os.ReadDir(filepath.Join("/sys/class/net", e.bridge, "brif"))
 		for _, p := range ports {
 			out = append(out, "veth on "+e.bridge+": "+p.Name())
@@ -165,30 +161,10 @@ func leasesIn(dir string) []string {
 	return out
 }
 
-// startIsolatedPodEnv is startPodEnv on a bridge and subnet of its own, so
-// that leak checks can count the veths on it and no other test run on the
-// machine (sharing e2eBridge) can disturb it.
+// startIsolatedPodEnv is startPodEnv with daemon options. Its bridge is its
+// own (testNetwork), so that leak checks can count the veths on it.
 func startIsolatedPodEnv(t testing.TB, opts harness.Options) *podEnv {
 	t.Helper()
-	var b [3]byte
-	for {
-		if _, err := rand.Read(b[:]); err != nil {
-			t.Fatal(err)
-		}
-		subnet := &net.IPNet{IP: net.IPv4(10, 96+b[0]%32, b[1], 0), Mask: net.CIDRMask(24, 32)}
-		if !subnetInUse(subnet) {
-			return startPodEnvNet(t, opts, fmt.Sprintf("berth-t%02x%02x%02x", b[0], b[1], b[2]), subnet.String())
-		}
-	}
-}
-
-// subnetInUse reports whether a host interface has an address in subnet.
-func subnetInUse(subnet *net.IPNet) bool {
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && (subnet.Contains(n.IP) || n.Contains(subnet.IP)) {
-			return true
-		}
-	}
-	return false
+	bridge, subnet := testNetwork(t)
+	return startPodEnvNet(t, opts, bridge, subnet)
 }
