@@ -701,6 +701,11 @@ func TestCLIRunOptionsTopStats(t *testing.T) {
 	if r.code != 0 || r.stdout != "1000:1000 /tmp hh yes\nro\n" {
 		t.Errorf("run options: %+v", r)
 	}
+	// --init: the command is not pid 1; an init that reaps is.
+	r = e.berth(t, "run", "--rm", "--init", e.busybox, "sh", "-c", `echo $$; tr '\0' ' ' < /proc/1/cmdline`)
+	if lines := strings.Split(r.stdout, "\n"); r.code != 0 || len(lines) < 2 || lines[0] == "1" || strings.HasPrefix(lines[1], "sh") {
+		t.Errorf("run --init: %+v", r)
+	}
 	// Limits go into the container's cgroup: read back through inspect.
 	e.must(t, "run", "-d", "--name", "limited", "-m", "64m", "--cpus", "0.5", "--pids-limit", "50", e.busybox, "sh", "-c", "yes > /dev/null & exec sleep 1000")
 	out := e.must(t, "inspect", "-f", "{{.State.Pid}} {{.State.Status}}", "limited")
