@@ -663,8 +663,18 @@ func TestCLIPsFiltersAndFormat(t *testing.T) {
 	if r := e.berth(t, "run", "-d", "--name", "alpha", e.busybox, "true"); r.code != 125 || !strings.Contains(r.stderr, `The container name "/alpha" is already in use`) {
 		t.Errorf("name conflict: %+v", r)
 	}
-	// Exited containers come back with start.
+	// Exited containers come back with start; -a shows this run's output
+	// only, and logs keeps both runs'.
 	e.must(t, "start", "beta")
+	if out := e.must(t, "run", "--name", "echoer", e.busybox, "echo", "once"); out != "once\n" {
+		t.Errorf("run echo = %q", out)
+	}
+	if r := e.berth(t, "start", "-a", "echoer"); r.code != 0 || r.stdout != "once\n" {
+		t.Errorf("start -a: %+v", r)
+	}
+	if out := e.must(t, "logs", "echoer"); out != "once\nonce\n" {
+		t.Errorf("logs after two runs = %q", out)
+	}
 	e.must(t, "container", "prune", "-f")
 	e.must(t, "rm", "-f", "alpha")
 }

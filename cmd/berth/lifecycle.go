@@ -88,11 +88,12 @@ func newStartCommand(c *cli) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				offset := logSize(ct.status.GetLogPath())
 				id, err := startContainer(ctx, rt, ct, false)
 				if err != nil {
 					return err
 				}
-				o := &runOptions{interactive: interactive, detachKeys: detachKeys}
+				o := &runOptions{interactive: interactive, detachKeys: detachKeys, logOffset: offset}
 				if s := ct.anno(annoConfig); s != "" {
 					var cc runtimeapi.ContainerConfig
 					if protojson.Unmarshal([]byte(s), &cc) == nil {

@@ -97,6 +97,8 @@ type logFollower struct {
 	rt   runtimeapi.RuntimeServiceClient
 	id   string
 	path string
+	// offset is where reading starts.
+	offset int64
 	// pollEvery is how often a follower looks for new output; a file has no
 	// way to wake a reader that waits at its end short of inotify.
 	pollEvery time.Duration
@@ -150,6 +152,11 @@ func (lf *logFollower) follow(ctx context.Context, o logOptions, stdout, stderr 
 		f, err = os.Open(lf.path)
 	}
 	defer func() { f.Close() }()
+	if lf.offset > 0 {
+		if _, err := f.Seek(lf.offset, io.SeekStart); err != nil {
+			return fmt.Errorf("seek log: %w", err)
+		}
+	}
 
 	var (
 		asm     assembler

@@ -46,7 +46,8 @@ type runOptions struct {
 	init        bool
 	labels      []string
 	detachKeys  string
-	entrypointS bool // --entrypoint was given (possibly empty)
+	entrypointS bool  // --entrypoint was given (possibly empty)
+	logOffset   int64 // where the attached output starts in the log file
 }
 
 func addRunFlags(fs *pflag.FlagSet, o *runOptions) {
@@ -521,6 +522,15 @@ func (c *cli) run(ctx context.Context, o *runOptions, image string, args []strin
 	return exitFromStatus(st)
 }
 
+// logSize is the log file's size, 0 when it is not there yet.
+func logSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
 // exitFromStatus gives the CLI the container's exit code.
 func exitFromStatus(st *runtimeapi.ContainerStatus) error {
 	code := int(st.GetExitCode())
@@ -546,6 +556,9 @@ func (c *cli) attachAndWait(ctx context.Context, rt runtimeapi.RuntimeServiceCli
 			return nil, false, rpcError("ContainerStatus", err)
 		}
 		logPath = st.GetStatus().GetLogPath()
+		if start {
+			o.logOffset = logSize(logPath)
+		}
 	}
 	if start {
 		if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
@@ -589,7 +602,9 @@ func (c *cli) attachAndWait(ctx context.Context, rt runtimeapi.RuntimeServiceCli
 	if logPath != "" {
 		go func() {
 			defer close(outDone)
-			lf := &logFollower{rt: rt, id: id, path: logPath}
+			// From where the file ended before the start: a re-created
+			// container appends to its predecessor's log.
+			lf := &logFollower{rt: rt, id: id, path: logPath, offset: o.logOffset}
 			if err := lf.follow(ctx, logOptions{follow: true, tail: -1}, os.Stdout, os.Stderr); err != nil && ctx.Err() == nil {
 				fmt.Fprintf(os.Stderr, "berth: reading the container's output: %v\n", err)
 			}
