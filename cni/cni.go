@@ -94,6 +94,8 @@ type Manager struct {
 	confDir string
 	binDirs []string
 	lib     *libcni.CNIConfig
+	// cacheDir is libcni's; Teardown removes what libcni cannot read.
+	cacheDir string
 
 	masq masquerader
 
@@ -126,8 +128,9 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("cni cache dir: %w", err)
 	}
 	return &Manager{
-		confDir: cfg.ConfDir,
-		binDirs: append([]string(nil), cfg.BinDirs...),
+		cacheDir: cfg.CacheDir,
+		confDir:  cfg.ConfDir,
+		binDirs:  append([]string(nil), cfg.BinDirs...),
 		// An explicit exec: with nil, libcni creates one lazily on each
 		// call's path, a data race when pods start in parallel.
 		lib: libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, &invoke.DefaultExec{
@@ -474,16 +477,25 @@ func (m *Manager) Teardown(ctx context.Context, sandboxID, netnsPath string, pod
 	if err != nil {
 		return err
 	}
+	podNetCached := false
+	for _, a := range atts {
+		podNetCached = podNetCached || a.IfName == podIfName
+	}
+	if !podNetCached {
+		// Nothing readable cached for the pod network: an ADD that a
+		// crash interrupted, maybe while libcni wrote its cache file
+		// (os.WriteFile, not atomic: the file may be empty). DEL with
+		// the current config, which plugins must accept for unknown
+		// containers, releases what that ADD may have taken.
+		if list, err := m.network(); err == nil {
+			if err := m.lib.DelNetworkList(ctx, list, runtimeConf(sandboxID, ns, podIfName, pod, ports)); err != nil {
+				return fmt.Errorf("cni DEL of network %q for sandbox %s: %w", list.Name, sandboxID, err)
+			}
+		}
+		// else no cache and no config: nothing set up that we could undo.
+	}
 	if len(atts) == 0 {
-		list, err := m.network()
-		if err != nil {
-			// No cache and no config: nothing was set up that we could undo.
-			return nil
-		}
-		if err := m.lib.DelNetworkList(ctx, list, runtimeConf(sandboxID, ns, podIfName, pod, ports)); err != nil {
-			return fmt.Errorf("cni DEL of network %q for sandbox %s: %w", list.Name, sandboxID, err)
-		}
-		return nil
+		return m.removeUnreadableCache(sandboxID)
 	}
 	// The attachments (the pod network and berth's loopback) are
 	// independent, so their DELs run side by side.
@@ -530,6 +542,30 @@ func (m *Manager) Teardown(ctx context.Context, sandboxID, netnsPath string, pod
 	if len(errs) == 0 && (masqV4 || masqV6) {
 		if err := removeTaggedNATRules(ctx, sandboxID, masqV4, masqV6); err != nil {
 			errs = append(errs, fmt.Errorf("remove nat rules left by plugins: %w", err))
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, m.removeUnreadableCache(sandboxID))
+	}
+	return errors.Join(errs...)
+}
+
+// removeUnreadableCache removes the sandbox's cache files that are left
+// once its DELs succeeded: those libcni could not read (it skips them), a
+// crash having cut their write short. They would stay forever otherwise.
+func (m *Manager) removeUnreadableCache(sandboxID string) error {
+	if strings.ContainsAny(sandboxID, `*?[\/`) {
+		return nil // not a name a glob can take literally; berth's IDs are hex
+	}
+	left, err := filepath.Glob(filepath.Join(m.cacheDir, "results", "*-"+sandboxID+"-*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range left {
+		klog.InfoS("Removing an unreadable CNI cache file", "podSandboxID", sandboxID, "file", f)
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -723,3 +723,37 @@ func TestMasqueradeEgress(t *testing.T) {
 		t.Fatalf("pod reached the outside without masquerade: %s", out)
 	}
 }
+
+// A crash while libcni writes its cache (a plain os.WriteFile) leaves a
+// file it cannot read and skips. Teardown still releases the lease of the
+// pod network (DEL with the current config) and removes the unreadable
+// files, for either attachment.
+func TestTeardownWithTruncatedCache(t *testing.T) {
+	for _, ifName := range []string{podIfName, "lo"} {
+		t.Run(ifName, func(t *testing.T) {
+			e := newTestEnv(t, true)
+			nsName, nsPath := newNetNS(t)
+			id := randHex(t, 32)
+			pod := PodMeta{Name: "p", Namespace: "ns", UID: "uid-trunc"}
+			ctx := context.Background()
+			res, err := e.m.Setup(ctx, id, nsPath, pod, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			veth := hostVeth(t, res)
+			t.Cleanup(func() { _ = e.m.Teardown(context.Background(), id, "", pod, nil) })
+			cut, _ := filepath.Glob(filepath.Join(e.cacheDir, "results", "*-"+id+"-"+ifName))
+			if len(cut) != 1 {
+				t.Fatalf("cache files for %s: %v", ifName, cut)
+			}
+			if err := os.Truncate(cut[0], 0); err != nil {
+				t.Fatal(err)
+			}
+			run(t, "ip", "netns", "del", nsName) // the pod's netns went with the crash
+			if err := e.m.Teardown(ctx, id, "", pod, nil); err != nil {
+				t.Fatal(err)
+			}
+			assertGone(t, e, id, veth)
+		})
+	}
+}
