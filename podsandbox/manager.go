@@ -125,7 +125,15 @@ func (m *Manager) load() error {
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
+		if strings.HasPrefix(name, ".") {
+			// The temp file of a record write that a crash cut short;
+			// the record it was to replace (if any) is intact.
+			if err := os.Remove(filepath.Join(m.cfg.RootDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				klog.ErrorS(err, "Removing the temp file of an interrupted record write", "file", name)
+			}
+			continue
+		}
+		if !strings.HasSuffix(name, ".json") {
 			continue
 		}
 		data, err := os.ReadFile(filepath.Join(m.cfg.RootDir, name))

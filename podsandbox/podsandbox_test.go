@@ -494,3 +494,24 @@ func TestCgroupsFrom(t *testing.T) {
 		t.Fatalf("delete: %v %v", err, f.cgroups)
 	}
 }
+
+// A record write that a crash cut short leaves its temp file; the next
+// start removes it and keeps the record it was to replace.
+func TestReloadRemovesInterruptedRecordWrites(t *testing.T) {
+	tm := newTestManager(t, nil)
+	p, err := tm.Run(context.Background(), req("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(tm.cfg.RootDir, "."+p.ID+".json.tmp123")
+	if err := os.WriteFile(tmp, []byte(`{"id":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := tm.reopen(t)
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temp file after reload: %v", err)
+	}
+	if _, err := m.Status(p.ID); err != nil {
+		t.Fatalf("the record beside the temp file: %v", err)
+	}
+}
