@@ -161,6 +161,11 @@ func (s *Service) watchExit(rec *containerRecord) {
 			s.killOrphans(ctx, rec.PodID)
 		}
 		s.emit(ctx, rec, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+		// Once done is closed: removal waits for the STOPPED event.
+		go func() {
+			<-done
+			s.autoRemove(rec)
+		}()
 	}()
 }
 

@@ -772,3 +772,28 @@ func TestCLIRunOptionsTopStats(t *testing.T) {
 	}
 	e.must(t, "rm", "-f", "limited")
 }
+
+// run -d --rm: berthd removes the container and its pod when it exits, as
+// dockerd does, with no client left to do it.
+func TestCLIRunDetachedAutoRemove(t *testing.T) {
+	e := startCLIEnv(t)
+	id := strings.TrimSpace(e.must(t, "run", "-d", "--rm", "--name", "brief", e.busybox, "sh", "-c", "sleep 0.3"))
+	if !fullID.MatchString(id) {
+		t.Fatalf("run -d --rm printed %q", id)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := e.must(t, "ps", "-aq", "--no-trunc")
+		if !strings.Contains(out, id) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s still listed after it exited:\n%s", id[:12], e.must(t, "ps", "-a"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	pods, err := e.d.Runtime.ListPodSandbox(context.Background(), nil)
+	if err != nil || len(pods) != 0 {
+		t.Fatalf("pods left after auto-remove: %v %v", pods, err)
+	}
+}

@@ -471,11 +471,6 @@ func startError(err error) error {
 }
 
 func (c *cli) run(ctx context.Context, o *runOptions, image string, args []string) error {
-	if o.detach && o.rm {
-		// Nothing stays to remove it after the CLI returns: berthd has no
-		// auto-remove yet.
-		fmt.Fprintln(os.Stderr, "WARNING: --rm with -d: berthd cannot remove the container when it exits yet; remove it with `berth rm`")
-	}
 	if o.tty && o.interactive && !o.detach && !term.IsTerminal(int(os.Stdin.Fd())) {
 		return invalid("the input device is not a TTY")
 	}
