@@ -32,6 +32,9 @@ type CreateOptions struct {
 	// CgroupPath is the container's cgroup, made here from
 	// spec.Linux.Resources ("" leaves it in the monitor's cgroup).
 	CgroupPath string
+	// Handler names the OCI runtime that runs the container (the pod's
+	// RuntimeClass handler); "" is berth's built-in runtime.
+	Handler string
 }
 
 // Create makes container id of pod podID from spec: it writes the bundle,
@@ -47,6 +50,15 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 	}
 	if spec == nil || spec.Process == nil || spec.Root == nil || !filepath.IsAbs(spec.Root.Path) {
 		return fmt.Errorf("container %s: spec needs a process and an absolute root path: %w", id, errdefs.ErrInvalidArgument)
+	}
+	var oci *monitor.OCIRuntime
+	if opts.Handler != DefaultHandler {
+		h, ok := r.handlers[opts.Handler]
+		if !ok {
+			return fmt.Errorf("container %s: runtime handler %q is not configured: %w", id, opts.Handler, errdefs.ErrInvalidArgument)
+		}
+		rt := h.rt
+		oci = &rt
 	}
 	bundle := r.bundleDir(id)
 	if err := os.Mkdir(bundle, 0o700); err != nil {
@@ -68,10 +80,14 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 		os.RemoveAll(bundle)
 	}()
 
-	if err := unix.Mkfifo(filepath.Join(bundle, "exec.fifo"), 0o600); err != nil {
-		return fmt.Errorf("container %s: make exec fifo: %w", id, err)
+	if oci == nil {
+		// The built-in init blocks on it until Start (an OCI runtime
+		// keeps its own).
+		if err := unix.Mkfifo(filepath.Join(bundle, "exec.fifo"), 0o600); err != nil {
+			return fmt.Errorf("container %s: make exec fifo: %w", id, err)
+		}
 	}
-	m := &meta{PodID: podID, LogPath: opts.LogPath, Tty: opts.Tty, Stdin: opts.Stdin, StdinOnce: opts.StdinOnce}
+	m := &meta{PodID: podID, LogPath: opts.LogPath, Tty: opts.Tty, Stdin: opts.Stdin, StdinOnce: opts.StdinOnce, Handler: opts.Handler, Runtime: oci}
 	// The container's init joins spec.Linux.CgroupsPath before it clones
 	// the container process, so the process is born inside its limits.
 	sp := *spec
@@ -117,7 +133,7 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 	mon := r.monitor(podID)
 	resp, err := mon.Do(ctx, &monitor.Request{
 		Op: monitor.OpCreate, ID: id, Bundle: bundle, LogPath: opts.LogPath,
-		Stdin: opts.Stdin, StdinOnce: opts.StdinOnce, Tty: opts.Tty,
+		Stdin: opts.Stdin, StdinOnce: opts.StdinOnce, Tty: opts.Tty, Runtime: oci,
 	})
 	if err != nil {
 		if errors.Is(err, errdefs.ErrUnavailable) {
@@ -366,6 +382,13 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
+	if m.Runtime != nil {
+		// The OCI runtime's own state of the stopped container (and its
+		// cgroup, if the runtime removes it).
+		if err := ociDelete(ctx, m.Runtime, id); err != nil {
+			return fmt.Errorf("delete container %s: %w", id, err)
+		}
+	}
 	if r.cfg.Cgroups != nil && m.CgroupPath != "" {
 		cg, err := r.cfg.Cgroups.Load(ctx, m.CgroupPath)
 		if err == nil {
@@ -402,6 +425,17 @@ func (r *Runtime) UpdateResources(ctx context.Context, id string, res *specs.Lin
 	m, err := r.readMeta(id)
 	if err != nil {
 		return err
+	}
+	if m.Runtime != nil {
+		// Through the runtime, which keeps the resources in its state too.
+		b, err := json.Marshal(res)
+		if err != nil {
+			return err
+		}
+		if err := ociRun(ctx, m.Runtime, b, "update", "--resources", "-", id); err != nil {
+			return fmt.Errorf("container %s: update resources: %w", id, err)
+		}
+		return nil
 	}
 	if r.cfg.Cgroups == nil || m.CgroupPath == "" {
 		return fmt.Errorf("container %s has no cgroup of its own: %w", id, errdefs.ErrFailedPrecondition)

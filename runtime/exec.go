@@ -12,11 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/monitor"
@@ -71,17 +73,25 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 		return -1, err
 	}
 	defer os.Remove(procFile)
+	defer os.Remove(strings.TrimSuffix(procFile, ".json") + ".pid") // ociExecCmd's
 
-	// The exec entry finds the container by pid. Check as late as possible
-	// that the pid is still the container's process and not a reuse.
-	// (A window remains until the entry opens /proc/PID; closing it needs
-	// the entry to verify the start time itself.)
-	if monitor.PidStart(st.Pid) != st.PidStart {
-		return -1, fmt.Errorf("exec in container %s: its process has exited: %w", id, errdefs.ErrFailedPrecondition)
+	var cmd *exec.Cmd
+	oci := m.Runtime != nil
+	if oci {
+		cmd = ociExecCmd(ctx, m.Runtime, id, procFile)
+	} else {
+		// The exec entry finds the container by pid. Check as late as
+		// possible that the pid is still the container's process and
+		// not a reuse. (A window remains until the entry opens
+		// /proc/PID; closing it needs the entry to verify the start
+		// time itself.)
+		if monitor.PidStart(st.Pid) != st.PidStart {
+			return -1, fmt.Errorf("exec in container %s: its process has exited: %w", id, errdefs.ErrFailedPrecondition)
+		}
+		cmd = exec.CommandContext(ctx, r.shimExePath(), "exec", "--pid", strconv.Itoa(st.Pid), "--process", procFile)
+		cmd.Env = shimEnv
 	}
-	cmd := exec.CommandContext(ctx, r.shimExePath(), "exec", "--pid", strconv.Itoa(st.Pid), "--process", procFile)
 	cmd.Dir = "/"
-	cmd.Env = shimEnv
 	var copyWG sync.WaitGroup
 	var master *os.File
 	if opts.Tty {
@@ -96,6 +106,13 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 		// its own session; it must not be ours already (TIOCSCTTY would
 		// fail), so only leave berthd's session here.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if oci {
+			// An OCI runtime gives the process a terminal of its own and
+			// copies between it and this one; it learns of resizes by
+			// the SIGWINCH it gets as this terminal's session leader.
+			cmd.SysProcAttr.Setctty = true
+			cmd.SysProcAttr.Ctty = 0
+		}
 		err = cmd.Start()
 		slave.Close()
 		if err != nil {
@@ -157,6 +174,49 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 		return ps.ExitCode(), nil
 	}
 	return -1, fmt.Errorf("exec in container %s: %w", id, err)
+}
+
+// ociExecCmd is `RUNTIME exec --process F --pid-file P ID`, in the
+// foreground: the runtime waits for the process and exits with its status
+// (128+signal if a signal killed it). Ending ctx kills the process itself,
+// not only the runtime, which would leave it running.
+func ociExecCmd(ctx context.Context, rt *monitor.OCIRuntime, id, procFile string) *exec.Cmd {
+	pidFile := strings.TrimSuffix(procFile, ".json") + ".pid"
+	argv := rt.Command("exec", "--process", procFile, "--pid-file", pidFile, id)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Cancel = func() error {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				killChildOf(pid, cmd.Process.Pid)
+			}
+		}
+		return cmd.Process.Kill()
+	}
+	return cmd
+}
+
+// killChildOf SIGKILLs pid if it is still a child of parent (so not a later
+// process that reused the pid: the parent has not reaped it).
+func killChildOf(pid, parent int) {
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(pfd)
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 || f[1] != strconv.Itoa(parent) {
+		return
+	}
+	unix.PidfdSendSignal(pfd, unix.SIGKILL, nil, 0)
 }
 
 // Resize sets the size of the container's terminal (created with Tty).

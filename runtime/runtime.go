@@ -53,6 +53,9 @@ type Config struct {
 	// Cgroups makes container cgroups; nil runs containers in the monitor's
 	// cgroup (tests only).
 	Cgroups CgroupManager
+	// Handlers are the extra OCI runtimes by handler name (RuntimeClass);
+	// the built-in runtime is handler "" (DefaultHandler).
+	Handlers map[string]Handler
 }
 
 // CgroupManager is what the runtime needs from cgroupmgr. Wrap a
@@ -114,6 +117,11 @@ type Runtime struct {
 	// in one spares each of them copying the binary and exec'ing again. Nil
 	// if it could not be made; the shim then makes its own copy.
 	shimExe *os.File
+	// handlers are the configured OCI runtimes, read-only after New.
+	handlers map[string]*handler
+	// userns tells whether the built-in runtime can give pods a user
+	// namespace here (idmapped mounts work), read-only after New.
+	userns bool
 }
 
 // New returns a Runtime. It makes the state dirs.
@@ -132,7 +140,11 @@ func New(cfg Config) (*Runtime, error) {
 			return nil, err
 		}
 	}
-	r := &Runtime{cfg: cfg}
+	hs, err := loadHandlers(cfg.StateDir, cfg.Handlers)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runtime{cfg: cfg, handlers: hs}
 	exe, err := sealedCopy(cfg.ShimPath)
 	if err != nil {
 		klog.ErrorS(err, "No shared sealed copy of berth-shim; each container start will copy it")
@@ -246,6 +258,11 @@ type meta struct {
 	Tty        bool   `json:"tty,omitempty"`
 	Stdin      bool   `json:"stdin,omitempty"`
 	StdinOnce  bool   `json:"stdin_once,omitempty"`
+	// Handler and Runtime, for a container of an OCI runtime handler: the
+	// runtime as it was when the container was made, so that a config
+	// change does not strand it.
+	Handler string              `json:"handler,omitempty"`
+	Runtime *monitor.OCIRuntime `json:"runtime,omitempty"`
 }
 
 const metaFile = "meta.json"

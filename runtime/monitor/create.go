@@ -4,13 +4,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/errdefs"
 )
@@ -22,9 +24,28 @@ type syncMsg struct {
 	Message string `json:"message,omitempty"`
 }
 
-// create starts `berth-shim init --bundle B` with the container's stdio and
-// waits until it reports the container process created and blocked before
-// exec (or failed).
+// engine is how the monitor makes, starts and signals one container. There
+// are two: berth's own container init (builtinEngine) and an OCI runtime's
+// command line (ociEngine, for runtime handlers such as runc). Everything
+// else (being the parent and subreaper, reaping, exit records, logs, stdin,
+// the terminal, attach) is the monitor's, whatever the engine.
+type engine interface {
+	// create makes the container's process, blocked before it execs its
+	// program, with stdio (for a tty, stdio is nil: the engine makes the
+	// terminal and returns its master), and adopts its pid (adoptPid).
+	// On error, whatever it started is killed or left for the caller to
+	// kill through c's adopted pid.
+	create(ctx context.Context, c *ctr, stdio []*os.File) (master *os.File, err error)
+	// start lets the created process exec its program and returns once it
+	// has (or failed to, or died).
+	start(ctx context.Context, c *ctr) error
+	// kill signals the container's process.
+	kill(ctx context.Context, c *ctr, sig syscall.Signal) error
+}
+
+// create makes the container through its engine, with the container's
+// stdio, and waits until the container process is created and blocked
+// before exec (or failed).
 func (s *server) create(ctx context.Context, req *Request) (st *State, retErr error) {
 	if req.ID == "" || !filepath.IsAbs(req.Bundle) {
 		return nil, fmt.Errorf("create needs an ID and an absolute bundle path: %w", errdefs.ErrInvalidArgument)
@@ -37,6 +58,13 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 		done:      make(chan struct{}),
 		creating:  true,
 		st:        State{ID: req.ID, Status: StatusCreated},
+	}
+	c.eng = &builtinEngine{s: s}
+	if req.Runtime != nil {
+		if !filepath.IsAbs(req.Runtime.Path) || !filepath.IsAbs(req.Runtime.Root) {
+			return nil, fmt.Errorf("OCI runtime path and root must be absolute: %w", errdefs.ErrInvalidArgument)
+		}
+		c.eng = &ociEngine{s: s, rt: *req.Runtime}
 	}
 	s.mu.Lock()
 	if s.closing {
@@ -51,8 +79,6 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 	s.pending++
 	s.mu.Unlock()
 
-	var initPid int
-	var ctrPid atomic.Int64
 	defer func() {
 		s.mu.Lock()
 		s.pending--
@@ -63,7 +89,7 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 			// The runtime removes the bundle next: write nothing there.
 			c.failed = true
 			delete(s.ctrs, req.ID)
-			if p := int(ctrPid.Load()); p > 0 && s.byPid[p] == c {
+			if p := c.st.Pid; p > 0 && s.byPid[p] == c {
 				delete(s.byPid, p)
 				syscall.Kill(p, syscall.SIGKILL)
 			}
@@ -82,52 +108,106 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 	}
 	c.log = log
 
-	// The child's ends of its stdio and sync pipe; closed here once init
-	// has them (or failed to start).
-	var childFiles []*os.File
+	// The child's ends of its stdio; closed here once the engine started
+	// the container with them (or failed to).
+	var stdio []*os.File
 	defer func() {
-		for _, f := range childFiles {
+		for _, f := range stdio {
 			f.Close()
 		}
 	}()
-	var stdio [3]*os.File
-	if req.Tty {
-		master, slave, err := OpenPTY()
-		if err != nil {
-			return nil, err
-		}
-		c.master = master
-		childFiles = append(childFiles, slave)
-		stdio = [3]*os.File{slave, slave, slave}
-		c.outs.Add(1)
-		go s.copyOut(c, master, "stdout", FrameStdout, false)
-	} else {
+	if !req.Tty {
+		stdio = make([]*os.File, 0, 3)
 		if req.Stdin {
 			r, w, err := os.Pipe()
 			if err != nil {
 				return nil, err
 			}
-			childFiles = append(childFiles, r)
+			stdio = append(stdio, r)
 			c.stdin.Store(w)
-			stdio[0] = r
 		} else {
 			null, err := os.Open(os.DevNull)
 			if err != nil {
 				return nil, err
 			}
-			childFiles = append(childFiles, null)
-			stdio[0] = null
+			stdio = append(stdio, null)
 		}
 		for i, name := range []string{"stdout", "stderr"} {
 			r, w, err := os.Pipe()
 			if err != nil {
 				return nil, err
 			}
-			childFiles = append(childFiles, w)
-			stdio[i+1] = w
+			stdio = append(stdio, w)
 			c.outs.Add(1)
 			go s.copyOut(c, r, name, byte(FrameStdout+i), true)
 		}
+	}
+	master, err := c.eng.create(ctx, c, stdio)
+	if err != nil {
+		return nil, err
+	}
+	if master != nil {
+		c.master = master
+		c.outs.Add(1)
+		go s.copyOut(c, master, "stdout", FrameStdout, false)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.st.CreatedAt = time.Now()
+	c.st.PidStart = pidStart(c.st.Pid)
+	s.writeStateLocked(c)
+	st = &State{}
+	*st = c.st
+	return st, nil
+}
+
+// spawn starts argv as a child whose exit the reaper reports on the
+// returned channel (it must be waited for through it, never with wait4).
+func (s *server) spawn(argv []string, files []uintptr) (int, chan syscall.WaitStatus, error) {
+	done := make(chan syscall.WaitStatus, 1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   os.Environ(),
+		Files: files,
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	s.inits[pid] = done
+	return pid, done, nil
+}
+
+// builtinEngine runs containers through `berth-shim init`.
+type builtinEngine struct{ s *server }
+
+// create starts `berth-shim init --bundle B` with the container's stdio and
+// waits until it reports the container process created and blocked before
+// exec (or failed).
+func (e *builtinEngine) create(ctx context.Context, c *ctr, stdio []*os.File) (retMaster *os.File, retErr error) {
+	s := e.s
+	// The child's ends of its terminal and sync pipe; closed here once
+	// init has them (or failed to start).
+	var childFiles []*os.File
+	defer func() {
+		for _, f := range childFiles {
+			f.Close()
+		}
+	}()
+	if c.tty {
+		master, slave, err := OpenPTY()
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if retErr != nil {
+				master.Close()
+			}
+		}()
+		retMaster = master
+		childFiles = append(childFiles, slave)
+		stdio = []*os.File{slave, slave, slave}
 	}
 	syncR, syncW, err := os.Pipe()
 	if err != nil {
@@ -141,17 +221,8 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 	}()
 	childFiles = append(childFiles, syncW)
 
-	initDone := make(chan syscall.WaitStatus, 1)
-	s.mu.Lock()
-	initPid, err = syscall.ForkExec(s.self, []string{"berth-shim", "init", "--bundle", req.Bundle}, &syscall.ProcAttr{
-		Dir:   "/",
-		Env:   os.Environ(),
-		Files: []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), syncW.Fd()},
-	})
-	if err == nil {
-		s.inits[initPid] = initDone
-	}
-	s.mu.Unlock()
+	initPid, initDone, err := s.spawn([]string{s.self, "init", "--bundle", c.bundle},
+		[]uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), syncW.Fd()})
 	if err != nil {
 		return nil, fmt.Errorf("start container init: %w", err)
 	}
@@ -160,32 +231,36 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 	}
 	childFiles = nil
 
-	// killAll kills init and the container process if they are not reaped
-	// yet (checked under mu, against which the reaper reaps, so a pid is
-	// never signalled after it could have been reused).
-	killAll := func() {
+	// killInit kills init if it is not reaped yet (checked under mu,
+	// against which the reaper reaps, so a pid is never signalled after
+	// it could have been reused). The container process, once adopted, is
+	// the caller's to kill.
+	killInit := func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if _, ok := s.inits[initPid]; ok {
 			syscall.Kill(initPid, syscall.SIGKILL)
 		}
-		if p := int(ctrPid.Load()); p > 0 && s.byPid[p] == c {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
 	}
 	// Whatever happens below, a failed create leaves no init behind.
 	defer func() {
 		if retErr != nil {
-			killAll()
+			killInit()
 		}
 	}()
 	stop := context.AfterFunc(ctx, func() {
-		killAll()
+		killInit()
+		s.mu.Lock()
+		if p := c.st.Pid; p > 0 && s.byPid[p] == c {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		s.mu.Unlock()
 		syncR.Close()
 	})
 	defer stop()
 
 	sc := bufio.NewScanner(syncR)
+	havePid := false
 	for sc.Scan() {
 		var m syncMsg
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
@@ -197,23 +272,17 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 				return nil, fmt.Errorf("container init sent pid %d", m.Pid)
 			}
 			s.adoptPid(c, m.Pid, initPid, initDone)
-			ctrPid.Store(int64(m.Pid))
+			havePid = true
 		case "created":
-			if ctrPid.Load() == 0 {
+			if !havePid {
 				return nil, fmt.Errorf("container init reported created without a pid")
 			}
-			s.mu.Lock()
-			c.st.CreatedAt = time.Now()
-			c.st.PidStart = pidStart(c.st.Pid)
-			s.writeStateLocked(c)
-			st := c.st
-			s.mu.Unlock()
 			// The container process reports a failure to exec (or to
 			// apply the process settings) on the same pipe.
 			keepSync = true
 			c.outs.Add(1)
 			go s.lateSync(c, sc, syncR)
-			return &st, nil
+			return retMaster, nil
 		case "error":
 			return nil, fmt.Errorf("container init: %s", m.Message)
 		}
@@ -228,6 +297,65 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// start opens the exec FIFO that the container process blocks on.
+func (e *builtinEngine) start(ctx context.Context, c *ctr) error {
+	s := e.s
+	// The container process blocks opening the fifo for writing until it
+	// has a reader; it then writes a byte and execs. The read end is opened
+	// here, non-blocking and under mu, so that if the process dies instead,
+	// finishExit (which sees starting) can always open a write end and
+	// close it to wake the poll below.
+	s.mu.Lock()
+	if c.reaped {
+		s.mu.Unlock()
+		return errNotStarted
+	}
+	fd, err := unix.Open(filepath.Join(c.bundle, "exec.fifo"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("start container %q: open exec fifo: %w", c.id, err)
+	}
+	// A fresh FIFO reader polls readable once a writer wrote, and hung up
+	// once a writer came and went; until then it waits (a read would just
+	// say EOF). Waiting in Go's poller rather than in poll(2) keeps a
+	// thread from blocking, and so the monitor from growing one.
+	n := 0
+	f := os.NewFile(uintptr(fd), "exec.fifo")
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Read(func(fd uintptr) bool {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if k, _ := unix.Poll(fds, 0); k == 0 {
+				return false
+			}
+			var b [1]byte
+			n, _ = unix.Read(int(fd), b[:])
+			return true
+		})
+	}
+	f.Close()
+	if n <= 0 {
+		return errNotStarted
+	}
+	return nil
+}
+
+// errNotStarted is an engine's start that found the process gone.
+var errNotStarted = errors.New("the container process is gone")
+
+// kill signals the container process, if it is not reaped yet.
+func (e *builtinEngine) kill(ctx context.Context, c *ctr, sig syscall.Signal) error {
+	s := e.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.reaped {
+		return nil
+	}
+	if err := syscall.Kill(c.st.Pid, sig); err != nil {
+		return fmt.Errorf("kill container %q: %w", c.id, err)
+	}
+	return nil
 }
 
 // lateSync reads what the container process says on the sync pipe after

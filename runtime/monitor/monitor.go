@@ -117,6 +117,7 @@ type server struct {
 }
 
 type ctr struct {
+	eng       engine
 	id        string
 	bundle    string
 	log       *LogFile
@@ -426,9 +427,9 @@ func (s *server) handle(conn *net.UnixConn) {
 	case OpCreate:
 		resp.State, err = s.create(ctx, &req)
 	case OpStart:
-		resp.State, err = s.start(&req)
+		resp.State, err = s.start(ctx, &req)
 	case OpKill:
-		err = s.kill(&req)
+		err = s.kill(ctx, &req)
 	case OpState:
 		resp.State, err = s.state(&req)
 	case OpWait:
@@ -505,22 +506,20 @@ func (s *server) state(req *Request) (*State, error) {
 	return &st, nil
 }
 
-func (s *server) kill(req *Request) error {
+func (s *server) kill(ctx context.Context, req *Request) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	c, err := s.lookupLocked(req.ID)
+	reaped := err == nil && c.reaped
+	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if c.reaped {
+	if reaped {
 		// Already exited: nothing to signal. Not an error, so a stop that
 		// races with the exit does not fail.
 		return nil
 	}
-	if err := syscall.Kill(c.st.Pid, syscall.Signal(req.Signal)); err != nil {
-		return fmt.Errorf("kill container %q: %w", req.ID, err)
-	}
-	return nil
+	return c.eng.kill(ctx, c, syscall.Signal(req.Signal))
 }
 
 func (s *server) wait(ctx context.Context, req *Request) (*State, error) {
@@ -541,7 +540,7 @@ func (s *server) wait(ctx context.Context, req *Request) (*State, error) {
 	return &st, nil
 }
 
-func (s *server) start(req *Request) (*State, error) {
+func (s *server) start(ctx context.Context, req *Request) (*State, error) {
 	s.mu.Lock()
 	c, err := s.lookupLocked(req.ID)
 	if err == nil && (c.st.Status != StatusCreated || c.reaped || c.starting) {
@@ -554,43 +553,19 @@ func (s *server) start(req *Request) (*State, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
-	// The container process blocks opening the fifo for writing until it
-	// has a reader; it then writes a byte and execs. The read end is opened
-	// here, non-blocking and under mu, so that if the process dies instead,
-	// finishExit (which sees starting) can always open a write end and
-	// close it to wake the poll below.
-	fd, err := unix.Open(filepath.Join(c.bundle, "exec.fifo"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("start container %q: open exec fifo: %w", req.ID, err)
-	}
 	c.starting = true
 	s.mu.Unlock()
 
-	// A fresh FIFO reader polls readable once a writer wrote, and hung up
-	// once a writer came and went; until then it waits (a read would just
-	// say EOF). Waiting in Go's poller rather than in poll(2) keeps a
-	// thread from blocking, and so the monitor from growing one.
-	n := 0
-	f := os.NewFile(uintptr(fd), "exec.fifo")
-	if rc, err := f.SyscallConn(); err == nil {
-		rc.Read(func(fd uintptr) bool {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if k, _ := unix.Poll(fds, 0); k == 0 {
-				return false
-			}
-			var b [1]byte
-			n, _ = unix.Read(int(fd), b[:])
-			return true
-		})
-	}
-	f.Close()
+	err = c.eng.start(ctx, c)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.starting = false
-	if n <= 0 && c.reaped {
-		return nil, fmt.Errorf("container %q exited before it started: %w", req.ID, errdefs.ErrFailedPrecondition)
+	if err != nil {
+		if c.reaped || errors.Is(err, errNotStarted) {
+			return nil, fmt.Errorf("container %q exited before it started: %w", req.ID, errdefs.ErrFailedPrecondition)
+		}
+		return nil, fmt.Errorf("start container %q: %w", req.ID, err)
 	}
 	c.st.StartedAt = time.Now()
 	if c.st.Status == StatusCreated {

@@ -28,7 +28,7 @@ const SocketName = "monitor.sock"
 // Ops.
 const (
 	OpInfo     = "info"     // -> Pid, PidNS
-	OpCreate   = "create"   // ID, Bundle, LogPath, Stdin, StdinOnce, Tty -> State
+	OpCreate   = "create"   // ID, Bundle, LogPath, Stdin, StdinOnce, Tty, Runtime -> State
 	OpStart    = "start"    // ID -> State
 	OpKill     = "kill"     // ID, Signal
 	OpState    = "state"    // ID -> State
@@ -54,6 +54,9 @@ type Request struct {
 	Signal    int    `json:"signal,omitempty"`
 	Width     uint16 `json:"width,omitempty"`
 	Height    uint16 `json:"height,omitempty"`
+	// Runtime, for create, runs the container through an OCI runtime's
+	// command line instead of berth's own init.
+	Runtime *OCIRuntime `json:"runtime,omitempty"`
 }
 
 // Response is the monitor's answer. Error is empty on success; Kind then
