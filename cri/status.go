@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-dev/berth/runtime"
 )
 
 // Status reports the RuntimeReady and NetworkReady conditions kubelet gates on.
@@ -33,12 +35,26 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 		resp.Info = map[string]string{"config": string(cfg)}
 	}
 	for _, name := range s.deps.RuntimeHandlers {
+		f := runtime.Features{RecursiveReadOnlyMounts: true}
+		if hf, ok := s.deps.Runtime.(handlerFeatures); ok {
+			f, _ = hf.HandlerFeatures(name)
+		}
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
-			Name:     name,
-			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true},
+			Name: name,
+			Features: &runtimeapi.RuntimeHandlerFeatures{
+				RecursiveReadOnlyMounts: f.RecursiveReadOnlyMounts,
+				UserNamespaces:          f.UserNamespaces,
+			},
 		})
 	}
 	return resp, nil
+}
+
+// handlerFeatures is the part of *runtime.Runtime that knows what each
+// runtime handler supports (an OCI runtime tells with its features
+// command). Optional, so fakes of ContainerRuntime need not have it.
+type handlerFeatures interface {
+	HandlerFeatures(name string) (runtime.Features, bool)
 }
 
 // RuntimeConfig tells kubelet which cgroup driver berth uses: there is no
