@@ -65,7 +65,14 @@ func runRequest(cfg *runtimeapi.PodSandboxConfig, handler string) (podsandbox.Ru
 	if ns.GetNetwork() == runtimeapi.NamespaceMode_TARGET || ns.GetIpc() == runtimeapi.NamespaceMode_TARGET || ns.GetPid() == runtimeapi.NamespaceMode_TARGET {
 		return rr, fmt.Errorf("linux.security_context.namespace_options: TARGET is only valid for containers: %w", errdefs.ErrInvalidArgument)
 	}
+	if err := validateUserns(ns.GetUsernsOptions()); err != nil {
+		return rr, fmt.Errorf("linux.security_context.namespace_options.userns_options: %w", err)
+	}
 	if u := ns.GetUsernsOptions(); u != nil && u.GetMode() == runtimeapi.NamespaceMode_POD {
+		// A valid request that berth cannot serve yet: the pod's user
+		// namespace must own the pod's other namespaces, and containers
+		// need idmapped rootfs and volume mounts made outside it; Status
+		// reports user_namespaces false until then.
 		return rr, fmt.Errorf("linux.security_context.namespace_options.userns_options: user namespaces are not supported yet: %w", errdefs.ErrNotImplemented)
 	}
 	if dns := cfg.GetDnsConfig(); dns != nil {
@@ -105,6 +112,52 @@ func runRequest(cfg *runtimeapi.PodSandboxConfig, handler string) (podsandbox.Ru
 		rr.Security.RunAsGroup = &v
 	}
 	return rr, nil
+}
+
+// validateUserns checks a pod's user namespace options as kubelet sends them
+// (hostUsers: false): mode POD with exactly one uid and one gid mapping that
+// maps container root. Mode NODE (the host's user namespace) takes no
+// mappings; CONTAINER and TARGET are not modes a pod can have.
+func validateUserns(u *runtimeapi.UserNamespace) error {
+	if u == nil {
+		return nil
+	}
+	switch u.GetMode() {
+	case runtimeapi.NamespaceMode_NODE:
+		if len(u.GetUids()) != 0 || len(u.GetGids()) != 0 {
+			return fmt.Errorf("mode NODE takes no uid or gid mappings: %w", errdefs.ErrInvalidArgument)
+		}
+		return nil
+	case runtimeapi.NamespaceMode_POD:
+	default:
+		return fmt.Errorf("mode %v is not supported for a pod (only NODE or POD): %w", u.GetMode(), errdefs.ErrInvalidArgument)
+	}
+	for _, m := range []struct {
+		kind string
+		maps []*runtimeapi.IDMapping
+	}{{"uids", u.GetUids()}, {"gids", u.GetGids()}} {
+		// kubelet sends one range per kind; several could overlap or
+		// leave holes, which nobody needs.
+		if len(m.maps) != 1 {
+			return fmt.Errorf("%s: want exactly one mapping, got %d: %w", m.kind, len(m.maps), errdefs.ErrInvalidArgument)
+		}
+		id := m.maps[0]
+		if id.GetLength() == 0 {
+			return fmt.Errorf("%s: mapping of length 0: %w", m.kind, errdefs.ErrInvalidArgument)
+		}
+		if id.GetContainerId() != 0 {
+			return fmt.Errorf("%s: container id 0 (root) is not mapped (the mapping starts at %d): %w", m.kind, id.GetContainerId(), errdefs.ErrInvalidArgument)
+		}
+		if uint64(id.GetHostId())+uint64(id.GetLength()) > 1<<32 {
+			return fmt.Errorf("%s: host range %d+%d overflows: %w", m.kind, id.GetHostId(), id.GetLength(), errdefs.ErrInvalidArgument)
+		}
+		// A range holding host id 0 would overlap the host's root: the
+		// user namespace would isolate nothing.
+		if id.GetHostId() == 0 {
+			return fmt.Errorf("%s: the mapping covers host id 0: %w", m.kind, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
 }
 
 // specResources converts CRI resources to the OCI form cgroupmgr applies.

@@ -1,0 +1,50 @@
+package cri
+
+import (
+	"errors"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-dev/berth/errdefs"
+)
+
+func TestRunRequestUserns(t *testing.T) {
+	one := func(host, ctr, n uint32) []*runtimeapi.IDMapping {
+		return []*runtimeapi.IDMapping{{HostId: host, ContainerId: ctr, Length: n}}
+	}
+	two := append(one(100000, 0, 65536), one(300000, 65536, 10)...)
+	for _, tc := range []struct {
+		name string
+		u    *runtimeapi.UserNamespace
+		want error // nil: accepted
+	}{
+		{"none", nil, nil},
+		{"node", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}, nil},
+		{"node with mappings", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE, Uids: one(100000, 0, 65536)}, errdefs.ErrInvalidArgument},
+		{"container", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER, Uids: one(100000, 0, 65536), Gids: one(100000, 0, 65536)}, errdefs.ErrInvalidArgument},
+		{"target", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_TARGET, Uids: one(100000, 0, 65536), Gids: one(100000, 0, 65536)}, errdefs.ErrInvalidArgument},
+		{"no mappings", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}, errdefs.ErrInvalidArgument},
+		{"several uid mappings", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: two, Gids: one(100000, 0, 65536)}, errdefs.ErrInvalidArgument},
+		{"several gid mappings", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(100000, 0, 65536), Gids: two}, errdefs.ErrInvalidArgument},
+		{"unmapped root", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(100000, 1, 65536), Gids: one(100000, 0, 65536)}, errdefs.ErrInvalidArgument},
+		{"empty range", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(100000, 0, 65536), Gids: one(100000, 0, 0)}, errdefs.ErrInvalidArgument},
+		{"overlaps host root", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(0, 0, 65536), Gids: one(100000, 0, 65536)}, errdefs.ErrInvalidArgument},
+		{"overflows", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(1<<32-10, 0, 65536), Gids: one(100000, 0, 65536)}, errdefs.ErrInvalidArgument},
+		// Valid, but not served yet: Status says user_namespaces false.
+		{"pod", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(100000, 0, 65536), Gids: one(100000, 0, 65536)}, errdefs.ErrNotImplemented},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &runtimeapi.PodSandboxConfig{
+				Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"},
+				Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+					NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: tc.u},
+				}},
+			}
+			_, err := runRequest(cfg, "")
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("runRequest: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
