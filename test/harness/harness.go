@@ -166,12 +166,23 @@ func (d *Daemon) start(t testing.TB) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := d.waitReady(ctx); err != nil {
-		t.Fatalf("berthd did not come up: %v\n%s", err, d.Log())
-	}
-	d.Runtime, err = criclient.NewRemoteRuntimeService(ctx, d.Endpoint(), 2*time.Minute, nil, false)
-	if err != nil {
-		t.Fatalf("cri-client runtime: %v", err)
+	for {
+		if err := d.waitReady(ctx); err != nil {
+			t.Fatalf("berthd did not come up: %v\n%s", err, d.Log())
+		}
+		d.Runtime, err = criclient.NewRemoteRuntimeService(ctx, d.Endpoint(), 2*time.Minute, nil, false)
+		if err == nil {
+			return
+		}
+		// After a SIGKILL, a child that the dead berthd forked but had
+		// not exec'd yet still holds its listening socket: the dial
+		// above succeeds, and the connection is reset when the child
+		// execs. Try again until the new berthd answers (or exits).
+		select {
+		case <-ctx.Done():
+			t.Fatalf("cri-client runtime: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
