@@ -185,10 +185,21 @@ func ociExecCmd(ctx context.Context, rt *monitor.OCIRuntime, id, procFile string
 	argv := rt.Command("exec", "--process", procFile, "--pid-file", pidFile, id)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Cancel = func() error {
-		if b, err := os.ReadFile(pidFile); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
-				killChildOf(pid, cmd.Process.Pid)
+		// runc writes the pid file only once the process runs, which
+		// may be after the program has begun (and its output made the
+		// caller give up): wait for it while runc lives. A rare path,
+		// bounded, so a short poll is simpler than inotify.
+		for i := 0; i < 200; i++ {
+			if b, err := os.ReadFile(pidFile); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+					killChildOf(pid, cmd.Process.Pid)
+					break
+				}
 			}
+			if cmd.Process.Signal(syscall.Signal(0)) != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 		return cmd.Process.Kill()
 	}

@@ -1,10 +1,12 @@
 package runtime
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -271,6 +273,26 @@ func TestHandlerExecAndUpdate(t *testing.T) {
 	if err != nil || code != 137 {
 		t.Errorf("killed Exec = %d, %v, want 137", code, err)
 	}
+	// Ending the context of an exec kills the exec'd process, not only
+	// runc (which would leave it running in the container).
+	ectx, ecancel := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	go func() {
+		bufio.NewReader(pr).ReadString('\n')
+		ecancel()
+		io.Copy(io.Discard, pr)
+	}()
+	_, err = p.r.Exec(ectx, "box", ExecOptions{
+		Process: &specs.Process{Args: []string{"sh", "-c", "echo started; exec sleep 987654"}, Env: []string{"PATH=/bin"}, Cwd: "/"},
+		Stdout:  pw,
+	})
+	pw.Close()
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Exec: %v", err)
+	}
+	if pids := pidsWithCmdline("sleep\x00987654\x00"); len(pids) != 0 {
+		t.Errorf("the exec'd process outlived its cancelled Exec: %v", pids)
+	}
 	limit := int64(64 << 20)
 	if err := p.r.UpdateResources(ctx, "box", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); err != nil {
 		t.Fatal(err)
@@ -323,6 +345,20 @@ func TestHandlerMonitorGone(t *testing.T) {
 	if _, ok := runcState(t, root, "c"); ok {
 		t.Error("runc still knows the container after Delete")
 	}
+}
+
+// pidsWithCmdline lists the live processes whose command line is cmdline.
+func pidsWithCmdline(cmdline string) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && string(b) == cmdline {
+			if n, err := strconv.Atoi(e.Name()); err == nil && alive(n) {
+				out = append(out, e.Name())
+			}
+		}
+	}
+	return out
 }
 
 // parentPid is pid's parent, from /proc/PID/stat.
