@@ -45,7 +45,11 @@ func usageOf(tb testing.TB, d *harness.Daemon, metricsAddr string) daemonUsage {
 		tb.Fatal(err)
 	}
 	u.fds = len(fds)
-	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	// No keep-alive: an idle connection would count as one of berthd's
+	// fds at the next reading. The fds are counted first, for the same
+	// reason.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		tb.Fatal(err)
 	}
