@@ -205,21 +205,27 @@ func TestHandlerKillStopAndTty(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "tty.log")
 	spec := runcSpec("sh", "-c", "read x; [ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; exit 2")
 	spec.Process.Terminal = true
-	p.create("tty", spec, CreateOptions{LogPath: logPath, Tty: true, Stdin: true, Handler: "runc", CgroupPath: testCgroup("tty")})
-	if err := p.r.Resize(ctx, "tty", TermSize{Width: 123, Height: 45}); err != nil {
+	// A container ID as long as the CRI's makes the console socket's path
+	// too long for a socket address: it is reached through a descriptor.
+	tty := strings.Repeat("7", 64)
+	if len(filepath.Join(p.state, "containers", tty, "console.sock")) <= 107 {
+		t.Fatalf("state dir %s too short to test a long console socket path", p.state)
+	}
+	p.create(tty, spec, CreateOptions{LogPath: logPath, Tty: true, Stdin: true, Handler: "runc", CgroupPath: testCgroup("tty")})
+	if err := p.r.Resize(ctx, tty, TermSize{Width: 123, Height: 45}); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.r.Start(ctx, "tty"); err != nil {
+	if err := p.r.Start(ctx, tty); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := p.r.Attach(ctx, "tty", strings.NewReader("go\n"), &out, nil, nil); err != nil {
+	if err := p.r.Attach(ctx, tty, strings.NewReader("go\n"), &out, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "is-a-tty") || !strings.Contains(out.String(), "45 123") {
 		t.Errorf("attached output %q", out.String())
 	}
-	st, err = p.r.Wait(ctx, "tty")
+	st, err = p.r.Wait(ctx, tty)
 	if err != nil || st.ExitCode != 2 {
 		t.Errorf("tty state %+v, %v", st, err)
 	}
