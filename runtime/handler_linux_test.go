@@ -30,6 +30,11 @@ const testRunc = "/usr/sbin/runc"
 // startRuncPod is startTestPod with a runtime that has handler "runc"; it
 // returns the pod and runc's --root.
 func startRuncPod(tb testing.TB) (*testPod, string) {
+	return startRuncPodPID(tb, false)
+}
+
+// startRuncPodPID is startRuncPod, with a shared pid namespace if sharePID.
+func startRuncPodPID(tb testing.TB, sharePID bool) (*testPod, string) {
 	tb.Helper()
 	needRoot(tb)
 	if _, err := os.Stat(testRunc); err != nil {
@@ -56,7 +61,7 @@ func startRuncPod(tb testing.TB) (*testPod, string) {
 	tb.Cleanup(func() { r.Close() })
 	p := &testPod{tb: tb, r: r, id: "berth-test-pod", state: state}
 	ctx := context.Background()
-	if _, err := r.StartMonitor(ctx, p.id, false); err != nil {
+	if _, err := r.StartMonitor(ctx, p.id, sharePID); err != nil {
 		tb.Fatal(err)
 	}
 	if p.info, err = r.ConnectMonitor(ctx, p.id); err != nil {
@@ -365,6 +370,38 @@ func pidsWithCmdline(cmdline string) []string {
 		}
 	}
 	return out
+}
+
+// TestHandlerSharedPidNamespace: runc joins the pod's pinned pid namespace,
+// where the monitor's pod init is pid 1.
+func TestHandlerSharedPidNamespace(t *testing.T) {
+	p, _ := startRuncPodPID(t, true)
+	ctx := context.Background()
+	if p.info.PidNSPath == "" {
+		t.Fatal("no pid namespace path")
+	}
+	spec := runcSpec("sleep", "1000")
+	for i, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			spec.Linux.Namespaces[i].Path = p.info.PidNSPath
+		}
+	}
+	p.create("a", spec, CreateOptions{Handler: "runc", CgroupPath: testCgroup("a")})
+	if err := p.r.Start(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	code, err := p.r.Exec(ctx, "a", ExecOptions{Process: &specs.Process{Args: []string{"sh", "-c", "cat /proc/1/cmdline; echo; echo $$"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, Stdout: &out})
+	lines := strings.Split(out.String(), "\n")
+	if err != nil || code != 0 || len(lines) < 2 || strings.HasPrefix(lines[0], "sleep") || lines[1] == "1" {
+		t.Errorf("exec in a shared pid namespace = %d, %v, %q: want pid 1 to be the pod init", code, err, out.String())
+	}
+	if err := p.r.Kill(ctx, "a", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.r.Wait(ctx, "a"); err != nil || st.ExitCode != 137 {
+		t.Errorf("after SIGKILL: %+v, %v", st, err)
+	}
 }
 
 // parentPid is pid's parent, from /proc/PID/stat.
