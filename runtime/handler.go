@@ -115,7 +115,8 @@ func (r *Runtime) Handlers() []string {
 // such handler.
 func (r *Runtime) HandlerFeatures(name string) (Features, bool) {
 	if name == DefaultHandler {
-		return Features{RecursiveReadOnlyMounts: true, UserNamespaces: r.userns}, true
+		// Pod user namespaces are not built yet (cri rejects them).
+		return Features{RecursiveReadOnlyMounts: true}, true
 	}
 	h, ok := r.handlers[name]
 	if !ok {

@@ -119,9 +119,6 @@ type Runtime struct {
 	shimExe *os.File
 	// handlers are the configured OCI runtimes, read-only after New.
 	handlers map[string]*handler
-	// userns tells whether the built-in runtime can give pods a user
-	// namespace here (idmapped mounts work), read-only after New.
-	userns bool
 }
 
 // New returns a Runtime. It makes the state dirs.
