@@ -139,6 +139,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		StdinOnce:  cfg.GetStdinOnce(),
 		Tty:        cfg.GetTty(),
 		CgroupPath: spec.Linux.CgroupsPath,
+		Handler:    pod.RuntimeHandler,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)

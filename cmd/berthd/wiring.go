@@ -92,6 +92,7 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 		StateDir:    filepath.Join(cfg.State, "runtime"),
 		ShimPath:    shim,
 		MonitorPath: monitorPath(shim),
+		Handlers:    runtimeHandlers(cfg.Runtime.Handlers),
 		Cgroups:     runtime.CgroupsFrom[*cgroupmgr.Cgroup](cgroups),
 	})
 	if err != nil {
@@ -254,4 +255,13 @@ func (c criCgroups) Update(ctx context.Context, path string, res *specs.LinuxRes
 		return err
 	}
 	return cg.Update(res)
+}
+
+// runtimeHandlers converts the [runtime.handlers] config section.
+func runtimeHandlers(in map[string]config.Handler) map[string]runtime.Handler {
+	out := make(map[string]runtime.Handler, len(in))
+	for name, h := range in {
+		out[name] = runtime.Handler{Path: h.Path, Args: h.Args, Root: h.Root}
+	}
+	return out
 }
