@@ -11,9 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/errdefs"
@@ -227,17 +229,42 @@ func (r *Runtime) PinNamespaces(ctx context.Context, dir string, kinds []string)
 // PinNamespacesWithHostname is PinNamespaces that also sets the hostname of
 // the new uts namespace (hostname "" leaves the host's).
 func (r *Runtime) PinNamespacesWithHostname(ctx context.Context, dir string, kinds []string, hostname string) (map[string]string, error) {
+	return r.pin(ctx, dir, kinds, hostname, nil)
+}
+
+// UsernsMapping is the one uid and one gid range of a pod's user namespace.
+type UsernsMapping struct {
+	UID, GID specs.LinuxIDMapping
+}
+
+// PinNamespacesUserns is PinNamespacesWithHostname with a new user namespace
+// too (kind "user" in kinds), with mappings m: it owns the other new
+// namespaces, so that root in it is root of the pod's network, ipc and uts.
+func (r *Runtime) PinNamespacesUserns(ctx context.Context, dir string, kinds []string, hostname string, m UsernsMapping) (map[string]string, error) {
+	return r.pin(ctx, dir, kinds, hostname, &m)
+}
+
+func (r *Runtime) pin(ctx context.Context, dir string, kinds []string, hostname string, m *UsernsMapping) (map[string]string, error) {
 	if !filepath.IsAbs(dir) || len(kinds) == 0 {
 		return nil, fmt.Errorf("pin namespaces in %q %v: %w", dir, kinds, errdefs.ErrInvalidArgument)
 	}
 	for _, k := range kinds {
-		if k != "net" && k != "ipc" && k != "uts" {
+		if k != "net" && k != "ipc" && k != "uts" && (k != "user" || m == nil) {
 			return nil, fmt.Errorf("cannot pin a %q namespace: %w", k, errdefs.ErrInvalidArgument)
 		}
 	}
 	args := []string{"pin", "--dir", dir, "--ns", strings.Join(kinds, ",")}
 	if hostname != "" {
 		args = append(args, "--hostname", hostname)
+	}
+	if m != nil {
+		if !slices.Contains(kinds, "user") {
+			return nil, fmt.Errorf("id mappings without a user namespace: %w", errdefs.ErrInvalidArgument)
+		}
+		f := func(id specs.LinuxIDMapping) string {
+			return fmt.Sprintf("%d:%d:%d", id.ContainerID, id.HostID, id.Size)
+		}
+		args = append(args, "--uid-map", f(m.UID), "--gid-map", f(m.GID))
 	}
 	if err := r.shim(ctx, args...); err != nil {
 		r.shim(context.WithoutCancel(ctx), "unpin", "--dir", dir)
