@@ -61,7 +61,7 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 		oci = &rt
 	}
 	bundle := r.bundleDir(id)
-	if err := os.Mkdir(bundle, 0o700); err != nil {
+	if err := os.Mkdir(bundle, 0o711); err != nil { // see New
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("container %s: %w", id, errdefs.ErrAlreadyExists)
 		}
@@ -117,6 +117,22 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 		m.CgroupPath = opts.CgroupPath
 		sp.Linux.CgroupsPath = opts.CgroupPath
 	}
+	if userns := usernsPath(&sp); userns != "" {
+		if oci == nil {
+			return fmt.Errorf("container %s: a pod user namespace needs an OCI runtime handler: %w", id, errdefs.ErrNotImplemented)
+		}
+		// The rootfs is seen through an idmapped mount: files owned by
+		// host root there belong to the pod's root, and what the pod
+		// writes lands on disk as the pod's ids.
+		root := filepath.Join(bundle, idmappedRootfs)
+		if err := idmappedBind(sp.Root.Path, root, userns); err != nil {
+			return fmt.Errorf("container %s: idmapped rootfs: %w", id, err)
+		}
+		undo = append(undo, func() { unmountAll(root) })
+		r := *sp.Root
+		r.Path = root
+		sp.Root = &r
+	}
 	b, err := json.Marshal(&sp)
 	if err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
@@ -154,6 +170,64 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 	}
 	klog.V(2).InfoS("Created container", "podID", podID, "containerID", id, "pid", resp.State.Pid)
 	return nil
+}
+
+// idmappedRootfs is the bundle's idmapped view of a user-namespace
+// container's rootfs.
+const idmappedRootfs = "rootfs"
+
+// usernsPath is the user namespace the spec joins, if it has mappings too.
+func usernsPath(s *specs.Spec) string {
+	if s.Linux == nil || len(s.Linux.UIDMappings) == 0 {
+		return ""
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace {
+			return ns.Path
+		}
+	}
+	return ""
+}
+
+// idmappedBind mounts a clone of the tree at src on dst, idmapped with the
+// mappings of the user namespace at usernsPath.
+func idmappedBind(src, dst, usernsPath string) error {
+	userns, err := unix.Open(usernsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open user namespace: %w", err)
+	}
+	defer unix.Close(userns)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", src, err)
+	}
+	defer unix.Close(tree)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns)}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("idmap %s: %w", src, err)
+	}
+	if err := os.Mkdir(dst, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("mount idmapped %s on %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// unmountAll detaches every mount stacked on p; a p that is not a mount
+// point (or is missing) is not an error.
+func unmountAll(p string) error {
+	for {
+		switch err := unix.Unmount(p, unix.MNT_DETACH); err {
+		case nil:
+			continue
+		case unix.EINVAL, unix.ENOENT:
+			return nil
+		default:
+			return fmt.Errorf("unmount %s: %w", p, err)
+		}
+	}
 }
 
 // Start lets a created container exec its program. Starting a container that
@@ -398,8 +472,12 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 			return fmt.Errorf("delete container %s: cgroup: %w", id, err)
 		}
 	}
-	// The bundle holds only files the runtime and the monitor wrote; no
-	// mounts live there.
+	// The bundle holds files the runtime and the monitor wrote, and the
+	// idmapped rootfs of a user-namespace pod's container: unmounted first,
+	// never deleted through.
+	if err := unmountAll(filepath.Join(bundle, idmappedRootfs)); err != nil {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
 	if err := os.RemoveAll(bundle); err != nil {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}

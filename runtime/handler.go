@@ -94,9 +94,10 @@ func probeFeatures(rt *monitor.OCIRuntime) Features {
 	}
 	var fs Features
 	fs.RecursiveReadOnlyMounts = slices.Contains(f.MountOptions, "rro")
-	// A pod user namespace needs idmapped mounts of the rootfs and volumes.
-	if l := f.Linux; l != nil && l.MountExtensions != nil && l.MountExtensions.IDMap != nil && l.MountExtensions.IDMap.Enabled != nil {
-		fs.UserNamespaces = *l.MountExtensions.IDMap.Enabled && slices.Contains(l.Namespaces, string(specs.UserNamespace))
+	// A pod user namespace: berth makes the idmapped rootfs itself, so the
+	// runtime only needs to join the pod's user namespace.
+	if l := f.Linux; l != nil {
+		fs.UserNamespaces = slices.Contains(l.Namespaces, string(specs.UserNamespace))
 	}
 	return fs
 }

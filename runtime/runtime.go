@@ -137,6 +137,14 @@ func New(cfg Config) (*Runtime, error) {
 			return nil, err
 		}
 	}
+	// A user-namespace container's root (an unprivileged host uid) must
+	// reach its idmapped rootfs in its bundle: the dirs on the way are
+	// searchable, not listable; the files in them stay 0600.
+	for _, d := range []string{cfg.StateDir, filepath.Join(cfg.StateDir, "containers")} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
 	hs, err := loadHandlers(cfg.StateDir, cfg.Handlers)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -68,4 +69,93 @@ func TestPinUserns(t *testing.T) {
 	if _, err := r.PinNamespaces(ctx, dir, []string{"user"}); err == nil {
 		t.Error("a user namespace pinned without mappings")
 	}
+}
+
+// TestRuncUserns: a container of a pod with a user namespace, run by runc,
+// is root inside and the mapped uid outside; its rootfs is idmapped (host
+// root's files are its root's), and a file it writes in a volume belongs on
+// the host to the mapped uid.
+func TestRuncUserns(t *testing.T) {
+	p, _ := startRuncPod(t)
+	ctx := context.Background()
+	// The container's root must reach its rootfs in the state dir, as in
+	// /run/berth/runtime: testing's temp dirs are 0700.
+	for d := p.state; d != "/tmp"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "ns")
+	t.Cleanup(func() { p.r.UnpinNamespaces(ctx, dir) })
+	paths, err := p.r.PinNamespacesUserns(ctx, dir, []string{"user", "net", "ipc", "uts"}, "userns-pod", testUserns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := t.TempDir()
+	if err := os.Chmod(vol, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	spec := runcSpec("sh", "-c", "echo written > /vol/f; sleep 1000")
+	spec.Linux.Namespaces = []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace},
+		{Type: specs.UserNamespace, Path: paths["user"]}, {Type: specs.NetworkNamespace, Path: paths["net"]},
+		{Type: specs.IPCNamespace, Path: paths["ipc"]}, {Type: specs.UTSNamespace, Path: paths["uts"]},
+	}
+	spec.Linux.UIDMappings = []specs.LinuxIDMapping{testUserns.UID}
+	spec.Linux.GIDMappings = []specs.LinuxIDMapping{testUserns.GID}
+	spec.Hostname = ""
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}})
+	if err := p.r.Create(ctx, p.id, "plain", spec, CreateOptions{}); err == nil {
+		p.ids = append(p.ids, "plain")
+		t.Error("the built-in runtime took a user namespace")
+	}
+	p.create("u", spec, CreateOptions{Handler: "runc", CgroupPath: testCgroup("u")})
+	if err := p.r.Start(ctx, "u"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.r.State(ctx, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := os.ReadFile("/proc/" + itoa(st.Pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(statusLine(string(status), "Uid:")); len(f) == 0 || f[0] != "100000" {
+		t.Errorf("host uid of the container process: %q, want 100000", f)
+	}
+	var out bytes.Buffer
+	code, err := p.r.Exec(ctx, "u", ExecOptions{Process: &specs.Process{Args: []string{"sh", "-c", "grep Uid /proc/self/status; ls -ln /bin/busybox; hostname 2>/dev/null; cat /vol/f"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, Stdout: &out})
+	if err != nil || code != 0 {
+		t.Fatalf("exec = %d, %v: %q", code, err, out.String())
+	}
+	lines := strings.Split(out.String(), "\n")
+	if f := strings.Fields(lines[0]); len(f) < 2 || f[1] != "0" {
+		t.Errorf("uid inside: %q, want 0", lines[0])
+	}
+	if f := strings.Fields(lines[1]); len(f) < 4 || f[2] != "0" || f[3] != "0" {
+		t.Errorf("rootfs file owner inside: %q, want 0 0 (idmapped)", lines[1])
+	}
+	if !strings.Contains(out.String(), "written") {
+		t.Errorf("volume file not written: %q", out.String())
+	}
+	var fst unix.Stat_t
+	if err := unix.Stat(filepath.Join(vol, "f"), &fst); err != nil || fst.Uid != 100000 || fst.Gid != 100000 {
+		t.Errorf("volume file on the host: uid %d gid %d, %v; want 100000", fst.Uid, fst.Gid, err)
+	}
+	if err := p.r.Delete(ctx, "u"); err != nil {
+		t.Fatal(err)
+	}
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), filepath.Join(p.state, "containers")) {
+		t.Error("idmapped rootfs left mounted after Delete")
+	}
+}
+
+func statusLine(status, key string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(l, key); ok {
+			return v
+		}
+	}
+	return ""
 }
