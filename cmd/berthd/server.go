@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/config"
@@ -89,13 +91,12 @@ func listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("create socket dir: %w", err)
 	}
 	if _, err := os.Lstat(path); err == nil {
-		conn, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			conn.Close()
-			return nil, fmt.Errorf("socket %s is served by a running berthd", path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOTSOCK) {
+		live, err := answers(path)
+		if err != nil {
 			return nil, fmt.Errorf("probe existing socket %s: %w", path, err)
+		}
+		if live {
+			return nil, fmt.Errorf("socket %s is served by a running berthd", path)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
@@ -116,4 +117,28 @@ func listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
 	return lis, nil
+}
+
+// answers reports whether a CRI server answers on the socket at path. A
+// connect alone is not enough: right after a crash, a child the dead berthd
+// had forked may still hold the listening socket for a moment, accepting
+// connections nobody will serve.
+func answers(path string) (bool, error) {
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTSOCK) {
+			return false, nil
+		}
+		return false, err
+	}
+	conn.Close()
+	cc, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return false, err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = runtimeapi.NewRuntimeServiceClient(cc).Version(ctx, &runtimeapi.VersionRequest{})
+	return err == nil, nil
 }
