@@ -24,8 +24,12 @@ type sandboxInfo struct {
 	HostsPath, ResolvConfPath, HostnamePath    string
 	ShmPath                                    string
 	Hostname                                   string
-	CgroupParent                               string
-	Sysctls                                    map[string]string
+	// UserNSPath is the pod's user namespace pin, with its mappings; empty
+	// when the pod uses the node's (hostUsers: true).
+	UserNSPath               string
+	UIDMappings, GIDMappings []specs.LinuxIDMapping
+	CgroupParent             string
+	Sysctls                  map[string]string
 }
 
 // imageInfo is what a container's runtime spec needs from its image.
@@ -163,6 +167,17 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 		return nil, err
 	}
 	s.Linux.Namespaces = ns
+	if in.Sandbox.UserNSPath != "" {
+		// The runtime idmaps the rootfs with the pod's user namespace.
+		s.Linux.UIDMappings = in.Sandbox.UIDMappings
+		s.Linux.GIDMappings = in.Sandbox.GIDMappings
+	} else if in.Sandbox.NetNSPath != "" {
+		// Never run a container of a user-namespace pod as the node's
+		// root because its pod record did not reach us.
+		if _, err := os.Stat(filepath.Join(filepath.Dir(in.Sandbox.NetNSPath), "user")); err == nil {
+			return nil, fmt.Errorf("pod %s has a user namespace, but the container's sandbox info does not name it: %w", in.Sandbox.ID, errdefs.ErrFailedPrecondition)
+		}
+	}
 
 	s.Mounts = defaultMounts(privileged, in.Sandbox)
 	s.Mounts, err = appendCRIMounts(s.Mounts, cfg.GetMounts())
@@ -372,6 +387,8 @@ func namespaces(sb sandboxInfo, opts *runtimeapi.NamespaceOption) ([]specs.Linux
 			ns = append(ns, specs.LinuxNamespace{Type: t, Path: path})
 		}
 	}
+	// First: the pod's user namespace owns the others.
+	join(specs.UserNamespace, sb.UserNSPath == "", sb.UserNSPath)
 	join(specs.NetworkNamespace, sb.HostNetwork, sb.NetNSPath)
 	join(specs.IPCNamespace, sb.HostIPC, sb.IPCNSPath)
 	// A host-network pod keeps the host's UTS namespace, as kubelet expects.

@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/failpoint"
 	"github.com/berth-dev/berth/podsandbox"
+	"github.com/berth-dev/berth/runtime"
 )
 
 // RunPodSandbox creates and starts a pod sandbox: its namespaces, cgroup,
@@ -27,6 +28,17 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 	rr, err := runRequest(cfg, req.GetRuntimeHandler())
 	if err != nil {
 		return nil, err
+	}
+	if rr.UserNS != nil {
+		// Status tells kubelet which handlers support user namespaces;
+		// berth's built-in runtime does not yet.
+		var f runtime.Features
+		if hf, ok := s.deps.Runtime.(handlerFeatures); ok {
+			f, _ = hf.HandlerFeatures(req.GetRuntimeHandler())
+		}
+		if !f.UserNamespaces {
+			return nil, fmt.Errorf("runtime handler %q does not support user namespaces: %w", req.GetRuntimeHandler(), errdefs.ErrNotImplemented)
+		}
 	}
 	pod, err := s.deps.Pods.Run(ctx, rr)
 	if err != nil {
@@ -69,11 +81,13 @@ func runRequest(cfg *runtimeapi.PodSandboxConfig, handler string) (podsandbox.Ru
 		return rr, fmt.Errorf("linux.security_context.namespace_options.userns_options: %w", err)
 	}
 	if u := ns.GetUsernsOptions(); u != nil && u.GetMode() == runtimeapi.NamespaceMode_POD {
-		// A valid request that berth cannot serve yet: the pod's user
-		// namespace must own the pod's other namespaces, and containers
-		// need idmapped rootfs and volume mounts made outside it; Status
-		// reports user_namespaces false until then.
-		return rr, fmt.Errorf("linux.security_context.namespace_options.userns_options: user namespaces are not supported yet: %w", errdefs.ErrNotImplemented)
+		if rr.HostNetwork || rr.HostIPC || rr.HostPID {
+			return rr, fmt.Errorf("linux.security_context.namespace_options: a pod with a user namespace cannot use the node's network, ipc or pid namespace: %w", errdefs.ErrInvalidArgument)
+		}
+		idmap := func(m *runtimeapi.IDMapping) specs.LinuxIDMapping {
+			return specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()}
+		}
+		rr.UserNS = &podsandbox.UserNamespace{UID: idmap(u.GetUids()[0]), GID: idmap(u.GetGids()[0])}
 	}
 	if dns := cfg.GetDnsConfig(); dns != nil {
 		rr.DNS = &podsandbox.DNSConfig{Servers: dns.GetServers(), Searches: dns.GetSearches(), Options: dns.GetOptions()}

@@ -31,8 +31,7 @@ func TestRunRequestUserns(t *testing.T) {
 		{"empty range", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(100000, 0, 65536), Gids: one(100000, 0, 0)}, errdefs.ErrInvalidArgument},
 		{"overlaps host root", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(0, 0, 65536), Gids: one(100000, 0, 65536)}, errdefs.ErrInvalidArgument},
 		{"overflows", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(1<<32-10, 0, 65536), Gids: one(100000, 0, 65536)}, errdefs.ErrInvalidArgument},
-		// Valid, but not served yet: Status says user_namespaces false.
-		{"pod", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(100000, 0, 65536), Gids: one(100000, 0, 65536)}, errdefs.ErrNotImplemented},
+		{"pod", &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: one(100000, 0, 65536), Gids: one(100000, 0, 65536)}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := &runtimeapi.PodSandboxConfig{
@@ -41,9 +40,12 @@ func TestRunRequestUserns(t *testing.T) {
 					NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: tc.u},
 				}},
 			}
-			_, err := runRequest(cfg, "")
+			rr, err := runRequest(cfg, "")
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("runRequest: %v, want %v", err, tc.want)
+			}
+			if tc.name == "pod" && (rr.UserNS == nil || rr.UserNS.UID.HostID != 100000 || rr.UserNS.GID.Size != 65536) {
+				t.Errorf("UserNS %+v", rr.UserNS)
 			}
 		})
 	}

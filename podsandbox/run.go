@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/cni"
@@ -173,10 +174,24 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 	if !req.HostIPC {
 		kinds = append(kinds, NamespaceIPC)
 	}
+	if req.UserNS != nil && (req.HostNetwork || req.HostIPC || req.HostPID) {
+		// The pod's user namespace must own its namespaces.
+		return nil, fmt.Errorf("a pod with a user namespace cannot share the node's network, ipc or pid namespace: %w", errdefs.ErrInvalidArgument)
+	}
 	if len(kinds) > 0 {
 		var paths map[string]string
 		var err error
-		if hp, ok := m.cfg.Namespaces.(hostnamePinner); ok && !req.HostNetwork {
+		if req.UserNS != nil {
+			up, ok := m.cfg.Namespaces.(usernsPinner)
+			if !ok {
+				return nil, fmt.Errorf("pod user namespaces: %w", errdefs.ErrNotImplemented)
+			}
+			kinds = append([]string{NamespaceUser}, kinds...)
+			paths, err = up.PinNamespacesUserns(ctx, filepath.Join(dir, "ns"), kinds, p.Hostname, req.UserNS.UID, req.UserNS.GID)
+			p.UserNSPath = paths[NamespaceUser]
+			p.UIDMappings = []specs.LinuxIDMapping{req.UserNS.UID}
+			p.GIDMappings = []specs.LinuxIDMapping{req.UserNS.GID}
+		} else if hp, ok := m.cfg.Namespaces.(hostnamePinner); ok && !req.HostNetwork {
 			paths, err = hp.PinNamespacesWithHostname(ctx, filepath.Join(dir, "ns"), kinds, p.Hostname)
 		} else {
 			paths, err = m.cfg.Namespaces.PinNamespaces(ctx, filepath.Join(dir, "ns"), kinds)

@@ -29,6 +29,8 @@ const (
 	NamespaceNet = "net"
 	NamespaceIPC = "ipc"
 	NamespaceUTS = "uts"
+	// NamespaceUser is the pod's user namespace (hostUsers: false).
+	NamespaceUser = "user"
 )
 
 // NamespacePinner creates new namespaces and keeps them alive with bind
@@ -49,6 +51,17 @@ type NamespacePinner interface {
 // container starts.
 type hostnamePinner interface {
 	PinNamespacesWithHostname(ctx context.Context, dir string, kinds []string, hostname string) (map[string]string, error)
+}
+
+// UserNamespace is a pod user namespace's one uid and one gid range.
+type UserNamespace struct {
+	UID, GID specs.LinuxIDMapping
+}
+
+// usernsPinner is a NamespacePinner that can make the pod's user namespace
+// with the others ("user" in kinds), owning them (runtime.Runtime can).
+type usernsPinner interface {
+	PinNamespacesUserns(ctx context.Context, dir string, kinds []string, hostname string, uid, gid specs.LinuxIDMapping) (map[string]string, error)
 }
 
 // PodMonitor runs the per-pod monitor that parents the pod's containers.
@@ -165,6 +178,9 @@ type RunRequest struct {
 	HostPID     bool
 	// SharePID gives the pod one pid namespace (NamespaceMode POD).
 	SharePID bool
+	// UserNS, if set, gives the pod a user namespace with these mappings
+	// (hostUsers: false); it owns the pod's net, ipc and uts namespaces.
+	UserNS *UserNamespace
 
 	// Sysctls are namespaced sysctls; see validateSysctls.
 	Sysctls  map[string]string
@@ -197,6 +213,11 @@ type Pod struct {
 	IPCNSPath string `json:"ipcnsPath,omitempty"`
 	UTSNSPath string `json:"utsnsPath,omitempty"`
 	PIDNSPath string `json:"pidnsPath,omitempty"`
+	// UserNSPath is the pod's user namespace, with its mappings; empty
+	// when the pod uses the node's.
+	UserNSPath  string                 `json:"usernsPath,omitempty"`
+	UIDMappings []specs.LinuxIDMapping `json:"uidMappings,omitempty"`
+	GIDMappings []specs.LinuxIDMapping `json:"gidMappings,omitempty"`
 
 	// Dir is the pod's state dir: namespace pins, files, shm.
 	Dir            string `json:"dir"`

@@ -125,10 +125,11 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 		// host root there belong to the pod's root, and what the pod
 		// writes lands on disk as the pod's ids.
 		root := filepath.Join(bundle, idmappedRootfs)
-		if err := idmappedBind(sp.Root.Path, root, userns); err != nil {
+		err := idmapRootfs(sp.Root.Path, bundle, userns, sp.Linux.UIDMappings[0].HostID, sp.Linux.GIDMappings[0].HostID)
+		undo = append(undo, func() { unmountIdmapped(bundle) })
+		if err != nil {
 			return fmt.Errorf("container %s: idmapped rootfs: %w", id, err)
 		}
-		undo = append(undo, func() { unmountAll(root) })
 		r := *sp.Root
 		r.Path = root
 		sp.Root = &r
@@ -178,7 +179,7 @@ const idmappedRootfs = "rootfs"
 
 // usernsPath is the user namespace the spec joins, if it has mappings too.
 func usernsPath(s *specs.Spec) string {
-	if s.Linux == nil || len(s.Linux.UIDMappings) == 0 {
+	if s.Linux == nil || len(s.Linux.UIDMappings) == 0 || len(s.Linux.GIDMappings) == 0 {
 		return ""
 	}
 	for _, ns := range s.Linux.Namespaces {
@@ -187,32 +188,6 @@ func usernsPath(s *specs.Spec) string {
 		}
 	}
 	return ""
-}
-
-// idmappedBind mounts a clone of the tree at src on dst, idmapped with the
-// mappings of the user namespace at usernsPath.
-func idmappedBind(src, dst, usernsPath string) error {
-	userns, err := unix.Open(usernsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open user namespace: %w", err)
-	}
-	defer unix.Close(userns)
-	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
-	if err != nil {
-		return fmt.Errorf("open_tree %s: %w", src, err)
-	}
-	defer unix.Close(tree)
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns)}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		return fmt.Errorf("idmap %s: %w", src, err)
-	}
-	if err := os.Mkdir(dst, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("mount idmapped %s on %s: %w", src, dst, err)
-	}
-	return nil
 }
 
 // unmountAll detaches every mount stacked on p; a p that is not a mount
@@ -475,7 +450,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	// The bundle holds files the runtime and the monitor wrote, and the
 	// idmapped rootfs of a user-namespace pod's container: unmounted first,
 	// never deleted through.
-	if err := unmountAll(filepath.Join(bundle, idmappedRootfs)); err != nil {
+	if err := unmountIdmapped(bundle); err != nil {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	if err := os.RemoveAll(bundle); err != nil {

@@ -232,19 +232,15 @@ func (r *Runtime) PinNamespacesWithHostname(ctx context.Context, dir string, kin
 	return r.pin(ctx, dir, kinds, hostname, nil)
 }
 
-// UsernsMapping is the one uid and one gid range of a pod's user namespace.
-type UsernsMapping struct {
-	UID, GID specs.LinuxIDMapping
-}
-
 // PinNamespacesUserns is PinNamespacesWithHostname with a new user namespace
-// too (kind "user" in kinds), with mappings m: it owns the other new
-// namespaces, so that root in it is root of the pod's network, ipc and uts.
-func (r *Runtime) PinNamespacesUserns(ctx context.Context, dir string, kinds []string, hostname string, m UsernsMapping) (map[string]string, error) {
-	return r.pin(ctx, dir, kinds, hostname, &m)
+// too (kind "user" in kinds), with one uid and one gid range: it owns the
+// other new namespaces, so that root in it is root of the pod's network, ipc
+// and uts namespaces.
+func (r *Runtime) PinNamespacesUserns(ctx context.Context, dir string, kinds []string, hostname string, uid, gid specs.LinuxIDMapping) (map[string]string, error) {
+	return r.pin(ctx, dir, kinds, hostname, &[2]specs.LinuxIDMapping{uid, gid})
 }
 
-func (r *Runtime) pin(ctx context.Context, dir string, kinds []string, hostname string, m *UsernsMapping) (map[string]string, error) {
+func (r *Runtime) pin(ctx context.Context, dir string, kinds []string, hostname string, m *[2]specs.LinuxIDMapping) (map[string]string, error) {
 	if !filepath.IsAbs(dir) || len(kinds) == 0 {
 		return nil, fmt.Errorf("pin namespaces in %q %v: %w", dir, kinds, errdefs.ErrInvalidArgument)
 	}
@@ -264,7 +260,7 @@ func (r *Runtime) pin(ctx context.Context, dir string, kinds []string, hostname 
 		f := func(id specs.LinuxIDMapping) string {
 			return fmt.Sprintf("%d:%d:%d", id.ContainerID, id.HostID, id.Size)
 		}
-		args = append(args, "--uid-map", f(m.UID), "--gid-map", f(m.GID))
+		args = append(args, "--uid-map", f(m[0]), "--gid-map", f(m[1]))
 	}
 	if err := r.shim(ctx, args...); err != nil {
 		r.shim(context.WithoutCancel(ctx), "unpin", "--dir", dir)

@@ -14,7 +14,7 @@ import (
 )
 
 // testUserns maps container ids 0-65535 to host ids 100000-165535.
-var testUserns = UsernsMapping{
+var testUserns = struct{ UID, GID specs.LinuxIDMapping }{
 	UID: specs.LinuxIDMapping{ContainerID: 0, HostID: 100000, Size: 65536},
 	GID: specs.LinuxIDMapping{ContainerID: 0, HostID: 100000, Size: 65536},
 }
@@ -27,7 +27,7 @@ func TestPinUserns(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "ns")
 	t.Cleanup(func() { r.UnpinNamespaces(ctx, dir) })
-	paths, err := r.PinNamespacesUserns(ctx, dir, []string{"user", "net", "ipc", "uts"}, "userns-pod", testUserns)
+	paths, err := r.PinNamespacesUserns(ctx, dir, []string{"user", "net", "ipc", "uts"}, "userns-pod", testUserns.UID, testUserns.GID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestRuncUserns(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "ns")
 	t.Cleanup(func() { p.r.UnpinNamespaces(ctx, dir) })
-	paths, err := p.r.PinNamespacesUserns(ctx, dir, []string{"user", "net", "ipc", "uts"}, "userns-pod", testUserns)
+	paths, err := p.r.PinNamespacesUserns(ctx, dir, []string{"user", "net", "ipc", "uts"}, "userns-pod", testUserns.UID, testUserns.GID)
 	if err != nil {
 		t.Fatal(err)
 	}
