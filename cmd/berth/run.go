@@ -286,7 +286,9 @@ func buildSpec(o *runOptions, image string, args []string, cwd string, lookupEnv
 	if len(ports) > 0 {
 		annotations[annoPorts] = formatPorts(ports)
 	}
-	if o.rm {
+	if o.rm && o.detach {
+		// berthd removes it on exit. An attached run removes it itself,
+		// after it has read the exit code.
 		annotations[annoAutoRemove] = "true"
 	}
 	if o.pidsLimit > 0 {

@@ -17,7 +17,7 @@ func TestBuildSpec(t *testing.T) {
 	o := &runOptions{
 		name: "web", env: []string{"A=1"}, volumes: []string{"data:/x", "/srv:/srv:ro"}, publish: []string{"127.0.0.1:8080:80"},
 		workdir: "/app", user: "1000:1000", memory: "256m", cpus: "1.5", pidsLimit: 100, readOnly: true,
-		capAdd: []string{"net_admin"}, capDrop: []string{"ALL"}, interactive: true, tty: true, rm: true, labels: []string{"tier=front"},
+		capAdd: []string{"net_admin"}, capDrop: []string{"ALL"}, interactive: true, tty: true, rm: true, detach: true, labels: []string{"tier=front"},
 	}
 	if _, err := buildSpec(o, "busybox", []string{"sh"}, "/cwd", noEnv); err == nil {
 		t.Fatal("named volume accepted")
