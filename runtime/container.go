@@ -418,7 +418,11 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	m, err := r.readMeta(id)
 	if errdefs.IsNotFound(err) {
 		// Nothing, or a Create that died before writing meta.json (it
-		// made no cgroup and started no process then).
+		// started no process then, but may have mounted an idmapped
+		// rootfs, with the image's layers below: never delete through it).
+		if err := unmountIdmapped(bundle); err != nil {
+			return fmt.Errorf("delete container %s: %w", id, err)
+		}
 		return os.RemoveAll(bundle)
 	}
 	if err != nil {

@@ -159,3 +159,69 @@ func statusLine(status, key string) string {
 	}
 	return ""
 }
+
+// TestIdmappedOverlayCrashedCreate: the idmapped view of an overlay rootfs
+// (mounted again on idmapped layers) is writable as the pod's root, and a
+// Create that died before meta.json leaves it to Delete, which unmounts it
+// before removing the bundle: the image layers below survive.
+func TestIdmappedOverlayCrashedCreate(t *testing.T) {
+	needRoot(t)
+	state := t.TempDir()
+	r := newTestRuntime(t, state, false)
+	ctx := context.Background()
+	nsDir := filepath.Join(t.TempDir(), "ns")
+	t.Cleanup(func() { r.UnpinNamespaces(ctx, nsDir) })
+	paths, err := r.PinNamespacesUserns(ctx, nsDir, []string{"user", "net", "ipc", "uts"}, "", testUserns.UID, testUserns.GID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := t.TempDir()
+	lower, ctrDir := filepath.Join(img, "layer"), filepath.Join(img, "ctr")
+	for _, d := range []string{lower, ctrDir, filepath.Join(ctrDir, "upper"), filepath.Join(ctrDir, "work"), filepath.Join(ctrDir, "rootfs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(lower, "keep"), []byte("layer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(ctrDir, "rootfs")
+	opts := "lowerdir=" + lower + ",upperdir=" + filepath.Join(ctrDir, "upper") + ",workdir=" + filepath.Join(ctrDir, "work")
+	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+
+	for d := state; d != "/tmp"; d = filepath.Dir(d) { // reachable by uid 100000
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bundle := filepath.Join(state, "containers", "crashed")
+	if err := os.Mkdir(bundle, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := idmapRootfs(root, bundle, paths["user"], testUserns.UID.HostID, testUserns.GID.HostID); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unmountIdmapped(bundle) })
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(bundle, "rootfs", "keep"), &st); err != nil || st.Uid != testUserns.UID.HostID {
+		t.Errorf("layer file through the idmapped rootfs: uid %d, %v; want %d", st.Uid, err, testUserns.UID.HostID)
+	}
+	// Written as the pod's root (host 100000): on disk as its root, 0.
+	if err := exec.Command("setpriv", "--reuid=100000", "--regid=100000", "--clear-groups", "sh", "-c", "echo new > "+filepath.Join(bundle, "rootfs", "new")).Run(); err != nil {
+		t.Errorf("write as the pod's root: %v", err)
+	} else if err := unix.Stat(filepath.Join(ctrDir, "upper", "new"), &st); err != nil || st.Uid != 0 {
+		t.Errorf("written file in the upper dir: uid %d, %v; want 0", st.Uid, err)
+	}
+	if err := r.Delete(ctx, "crashed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(lower, "keep")); err != nil {
+		t.Errorf("Delete removed the image layer's file: %v", err)
+	}
+	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+		t.Errorf("bundle left: %v", err)
+	}
+}
