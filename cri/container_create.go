@@ -175,6 +175,9 @@ func sandboxFromPod(p *podsandbox.Pod) sandboxInfo {
 		Hostname:       p.Hostname,
 		CgroupParent:   p.CgroupParent,
 		Sysctls:        p.Sysctls,
+		UserNSPath:     p.UserNSPath,
+		UIDMappings:    p.UIDMappings,
+		GIDMappings:    p.GIDMappings,
 	}
 }
 

@@ -53,13 +53,16 @@ func TestVersionAndStatus(t *testing.T) {
 		t.Errorf("verbose Status info lacks the config: %v", st.Info)
 	}
 
-	for _, dir := range []string{d.Root, d.State} {
+	// The root dir is private; the state dir is searchable but not
+	// listable, as containerd's is, so that a user-namespace container's
+	// root (an unprivileged host uid) reaches its rootfs.
+	for dir, want := range map[string]os.FileMode{d.Root: 0o700, d.State: 0o711} {
 		fi, err := os.Stat(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fi.Mode().Perm() != 0o700 {
-			t.Errorf("%s has mode %v, want 0700", dir, fi.Mode().Perm())
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s has mode %v, want %v", dir, fi.Mode().Perm(), want)
 		}
 	}
 	fi, err := os.Stat(d.Socket)

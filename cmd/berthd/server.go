@@ -25,8 +25,15 @@ func serve(ctx context.Context, cfg config.Config) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
-		// MkdirAll keeps the mode of an existing dir; tighten it.
-		if err := os.Chmod(dir, 0o700); err != nil {
+		// MkdirAll keeps the mode of an existing dir; tighten it. The
+		// state dir is searchable (not listable): a user-namespace
+		// container's root, an unprivileged host uid, must reach its
+		// idmapped rootfs in it.
+		mode := os.FileMode(0o700)
+		if dir == cfg.State {
+			mode = 0o711
+		}
+		if err := os.Chmod(dir, mode); err != nil {
 			return fmt.Errorf("chmod %s: %w", dir, err)
 		}
 	}
