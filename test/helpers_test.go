@@ -88,6 +88,14 @@ func startPodEnvNet(t testing.TB, opts harness.Options, bridge, subnetCIDR strin
 	if _, err := d.ImageService(t).PullImage(context.Background(), &runtimeapi.ImageSpec{Image: env.busybox}, nil, nil); err != nil {
 		t.Fatalf("pull busybox: %v", err)
 	}
+	// Runs after the test's own clean-ups (registered later), before the
+	// daemon goes: every pod test checks that removing its pods left
+	// nothing, IPAM leases and veths included.
+	t.Cleanup(func() {
+		if d.Runtime != nil && !t.Failed() && !d.AllowLeftovers {
+			assertNoLeaks(t, env)
+		}
+	})
 	return env
 }
 
