@@ -85,46 +85,7 @@ func TestExecAttachPortForward(t *testing.T) {
 		}
 	})
 	t.Run("port-forward", func(t *testing.T) {
-		resp, err := rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: podID, Port: []int32{8080}})
-		if err != nil {
-			t.Fatalf("PortForward: %v", err)
-		}
-		u, _ := url.Parse(resp.Url)
-		transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", u)
-		stop, ready := make(chan struct{}), make(chan struct{})
-		fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:8080"}, stop, ready, io.Discard, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		errc := make(chan error, 1)
-		go func() { errc <- fw.ForwardPorts() }()
-		defer func() { close(stop); <-errc }()
-		select {
-		case <-ready:
-		case err := <-errc:
-			t.Fatalf("port-forward: %v", err)
-		}
-		ports, err := fw.GetPorts()
-		if err != nil || len(ports) != 1 {
-			t.Fatalf("ports %v %v", ports, err)
-		}
-		local := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local)))
-		var body string
-		for i := 0; i < 50; i++ { // httpd may still be starting
-			r, err := http.Get("http://" + local + "/index.html")
-			if err == nil {
-				b, _ := io.ReadAll(r.Body)
-				r.Body.Close()
-				body = string(b)
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if body != "served-by-pod\n" {
+		if body := portForwardGet(ctx, t, e, podID, 8080); body != "served-by-pod\n" {
 			t.Fatalf("port-forwarded GET = %q", body)
 		}
 	})
@@ -149,4 +110,64 @@ func TestExecAttachPortForward(t *testing.T) {
 			t.Fatalf("exec in an exited container: %v", err)
 		}
 	})
+}
+
+// portForwardGet port-forwards to port of the pod as kubectl does (SPDY)
+// and GETs /index.html through it.
+func portForwardGet(ctx context.Context, t *testing.T, e *podEnv, podID string, port int32) string {
+	t.Helper()
+	resp, err := e.d.Runtime.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: podID, Port: []int32{port}})
+	if err != nil {
+		t.Fatalf("PortForward: %v", err)
+	}
+	u, _ := url.Parse(resp.Url)
+	transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", u)
+	stop, ready := make(chan struct{}), make(chan struct{})
+	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(int(port))}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- fw.ForwardPorts() }()
+	defer func() { close(stop); <-errc }()
+	select {
+	case <-ready:
+	case err := <-errc:
+		t.Fatalf("port-forward: %v", err)
+	}
+	ports, err := fw.GetPorts()
+	if err != nil || len(ports) != 1 {
+		t.Fatalf("ports %v %v", ports, err)
+	}
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local)))
+	for i := 0; i < 50; i++ { // the server may still be starting
+		r, err := http.Get("http://" + local + "/index.html")
+		if err == nil {
+			b, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			return string(b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return ""
+}
+
+// Port-forward reaches a host-network pod's ports on the node's loopback.
+func TestPortForwardHostNetwork(t *testing.T) {
+	e := startPodEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	podCfg := podConfig(t, "hostpf")
+	podCfg.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+	podID := e.runPod(t, podCfg)
+	port := freeTCPPort(t)
+	e.startContainer(t, podID, podCfg, e.containerConfig("web", "sh", "-c",
+		"mkdir -p /www && echo host-net > /www/index.html && exec httpd -f -p 127.0.0.1:"+strconv.Itoa(int(port))+" -h /www"))
+	if body := portForwardGet(ctx, t, e, podID, port); body != "host-net\n" {
+		t.Fatalf("port-forward to a host-network pod: %q", body)
+	}
 }
