@@ -573,12 +573,18 @@ func TestCLIImagesInspectAndPull(t *testing.T) {
 		t.Errorf("rmi nosuchimage: %+v", r)
 	}
 	cmd, _, term := e.startInPty(t, "pull", e.busybox)
-	term.waitFor(t, regexp.MustCompile(`(?s)latest: Pulling from .*Pull complete.*Status: Downloaded newer image for `+regexp.QuoteMeta(e.busybox)))
+	// A bar per layer, named by its short digest, as docker draws them.
+	term.waitFor(t, regexp.MustCompile(`(?s)latest: Pulling from .*[0-9a-f]{12}: .*Pull complete.*Status: Downloaded newer image for `+regexp.QuoteMeta(e.busybox)))
 	if err := waitExit(t, cmd, term); err != nil {
 		t.Fatalf("pull: %v\n%s", err, term.String())
 	}
 	if ids2 := strings.Fields(e.must(t, "images", "-q")); len(ids2) != 1 || ids2[0] != ids[0] {
 		t.Errorf("after pull: %v", ids2)
+	}
+	// Without a terminal: each layer's final line, as docker prints it.
+	e.must(t, "rmi", ids[0])
+	if out := e.must(t, "pull", e.busybox); !regexp.MustCompile(`(?m)^[0-9a-f]{12}: Pull complete$`).MatchString(out) {
+		t.Errorf("pull without a terminal:\n%s", out)
 	}
 }
 

@@ -57,5 +57,5 @@ func (c *cli) images(ctx context.Context) (runtimeapi.ImageServiceClient, error)
 	if err != nil {
 		return nil, err
 	}
-	return runtimeapi.NewImageServiceClient(conn), nil
+	return imagesClient{ImageServiceClient: runtimeapi.NewImageServiceClient(conn), conn: conn}, nil
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -99,12 +101,9 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// pullImage pulls one image, drawing its progress on w.
-//
-// CRI's PullImage is one blocking call with no progress stream, so the bar
-// is indeterminate: a spinner with the elapsed time. Per-layer bars, as
-// docker draws them, need a progress API from berthd (the issue's "image
-// pull progress" beside the CRI services).
+// pullImage pulls one image, drawing its progress on w: per-layer bars
+// through berthd's pull-progress stream, or, against a CRI runtime without
+// it, a spinner around the CRI's PullImage (one blocking call).
 func pullImage(ctx context.Context, is runtimeapi.ImageServiceClient, ref string, w io.Writer) error {
 	repo, tag := splitRepoTag(ref)
 	if !hasTagOrDigest(ref) {
@@ -115,6 +114,20 @@ func pullImage(ctx context.Context, is runtimeapi.ImageServiceClient, ref string
 		repo, tag, _ = strings.Cut(ref, "@")
 	}
 	fmt.Fprintf(w, "%s: Pulling from %s\n", tag, shortImageName(repo))
+
+	if ic, ok := is.(imagesClient); ok {
+		bars := newLayerBars(ctx, w)
+		_, err := ic.pullWithProgress(ctx, ref, bars.update)
+		bars.finish(err == nil)
+		switch {
+		case err == nil:
+			printPulled(ctx, is, ref, w)
+			return nil
+		case status.Code(err) != codes.Unimplemented:
+			return rpcError("PullImage", err)
+		}
+		// Not berthd (another CRI runtime): fall back to the CRI.
+	}
 
 	var p *mpb.Progress
 	var bar *mpb.Bar
@@ -137,6 +150,13 @@ func pullImage(ctx context.Context, is runtimeapi.ImageServiceClient, ref string
 	if err != nil {
 		return rpcError("PullImage", err)
 	}
+	_ = resp
+	printPulled(ctx, is, ref, w)
+	return nil
+}
+
+// printPulled prints docker's closing lines of a pull.
+func printPulled(ctx context.Context, is runtimeapi.ImageServiceClient, ref string, w io.Writer) {
 	if st, serr := imageStatus(ctx, is, ref); serr == nil && st != nil && len(st.image.GetRepoDigests()) > 0 {
 		d := st.image.GetRepoDigests()[0]
 		if _, dig, ok := strings.Cut(d, "@"); ok {
@@ -144,8 +164,6 @@ func pullImage(ctx context.Context, is runtimeapi.ImageServiceClient, ref string
 		}
 	}
 	fmt.Fprintf(w, "Status: Downloaded newer image for %s\n", refWithTag(ref))
-	_ = resp
-	return nil
 }
 
 func refWithTag(ref string) string {

@@ -57,6 +57,7 @@ func serve(ctx context.Context, cfg config.Config) error {
 		grpc.ChainStreamInterceptor(svc.StreamInterceptor),
 	)
 	svc.Register(srv)
+	svc.RegisterPullProgress(srv)
 
 	errc := make(chan error, 3)
 	if cfg.Metrics.Address != "" {
