@@ -7,7 +7,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
@@ -81,12 +80,11 @@ type layerBars struct {
 	p    *mpb.Progress // nil without a terminal
 	mu   sync.Mutex
 	bars map[string]*mpb.Bar
-	text map[string]*atomic.Value // the status word each bar shows
 	done map[string]bool
 }
 
 func newLayerBars(ctx context.Context, w io.Writer) *layerBars {
-	lb := &layerBars{w: w, bars: map[string]*mpb.Bar{}, text: map[string]*atomic.Value{}, done: map[string]bool{}}
+	lb := &layerBars{w: w, bars: map[string]*mpb.Bar{}, done: map[string]bool{}}
 	if isTerminal(w) {
 		lb.p = mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(30), mpb.WithRefreshRate(120*time.Millisecond))
 	}
@@ -127,18 +125,18 @@ func (lb *layerBars) update(p layerProgress) {
 	}
 	bar, ok := lb.bars[id]
 	if !ok {
-		text := new(atomic.Value)
-		text.Store("Downloading")
+		// A layer the store has is "Already exists" from its first event;
+		// any other ends "Pull complete".
+		onDone := "Pull complete"
+		if p.status == "exists" {
+			onDone = "Already exists"
+		}
 		bar = lb.p.New(p.total, mpb.BarStyle().Lbound("[").Rbound("]"),
-			mpb.PrependDecorators(decor.Name(id+": "), decor.Any(func(decor.Statistics) string { return text.Load().(string) })),
+			mpb.PrependDecorators(decor.Name(id+": "), decor.OnComplete(decor.Name("Downloading"), onDone)),
 			mpb.AppendDecorators(decor.OnComplete(decor.CountersKibiByte("% .1f / % .1f"), "")),
 			mpb.BarFillerClearOnComplete(),
 		)
 		lb.bars[id] = bar
-		lb.text[id] = text
-	}
-	if final != "" {
-		lb.text[id].Store(final)
 	}
 	if p.total > 0 {
 		bar.SetTotal(p.total, false)
@@ -159,7 +157,6 @@ func (lb *layerBars) finish(ok bool) {
 	for id, bar := range lb.bars {
 		if !lb.done[id] {
 			if ok {
-				lb.text[id].Store("Pull complete")
 				bar.SetTotal(-1, true)
 			} else {
 				bar.Abort(false)
