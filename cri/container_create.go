@@ -111,6 +111,24 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	}
 	undo = append(undo, func(ctx context.Context) error { return s.deps.Images.RemoveRootfs(ctx, id) })
 	rec.Rootfs = rootfs
+
+	// Image volumes are read-only rootfs of their images, kept under keys
+	// derived from the container's ID and removed with it.
+	imageVolumes := map[int]string{}
+	for i, m := range cfg.GetMounts() {
+		ref := m.GetImage().GetImage()
+		if ref == "" {
+			continue
+		}
+		key := imageVolumeKey(id, i)
+		path, err := s.deps.Images.PrepareRootfs(ctx, key, ref)
+		if err != nil {
+			return nil, fmt.Errorf("mounts[%d].image %q: %w", i, ref, err)
+		}
+		undo = append(undo, func(ctx context.Context) error { return s.deps.Images.RemoveRootfs(ctx, key) })
+		imageVolumes[i] = path
+		rec.ImageVolumes = append(rec.ImageVolumes, key)
+	}
 	s.deps.Failpoints.Hit(failpoint.CtrCreateAfterRootfs)
 
 	spec, err := buildSpec(specInput{
@@ -118,6 +136,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		Rootfs:         rootfs,
 		Sandbox:        sandboxFromPod(pod),
 		Image:          imageInfo{ID: img.ID, Config: img.Config},
+		ImageVolumes:   imageVolumes,
 		Config:         cfg,
 		DefaultSeccomp: s.deps.DefaultSeccomp,
 		Grantable:      s.grantable,
@@ -184,3 +203,9 @@ func sandboxFromPod(p *podsandbox.Pod) sandboxInfo {
 // processSpec is kept for exec: an exec'd process gets the container's user,
 // capabilities, no_new_privs, env and cwd.
 type processSpec = specs.Process
+
+// imageVolumeKey names the rootfs of a container's i-th mount when it is an
+// image volume.
+func imageVolumeKey(containerID string, i int) string {
+	return fmt.Sprintf("%s-vol%d", containerID, i)
+}

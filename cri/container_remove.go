@@ -36,8 +36,10 @@ func (s *Service) removeContainer(ctx context.Context, idOrPrefix string) error 
 	s.deps.Failpoints.Hit(failpoint.CtrRemoveAfterDelete)
 	// The runtime unmounted nothing of the rootfs; the image service
 	// unmounts the overlay before it deletes the upper dir.
-	if err := s.deps.Images.RemoveRootfs(ctx, id); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("remove rootfs: %w", err)
+	for _, key := range append([]string{id}, e.rec.ImageVolumes...) {
+		if err := s.deps.Images.RemoveRootfs(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("remove rootfs %s: %w", key, err)
+		}
 	}
 	s.deps.Failpoints.Hit(failpoint.CtrRemoveAfterRootfs)
 	if err := s.containers.delete(e); err != nil {

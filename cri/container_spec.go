@@ -47,6 +47,9 @@ type specInput struct {
 	Config  *runtimeapi.ContainerConfig
 	// DefaultSeccomp returns the RuntimeDefault profile.
 	DefaultSeccomp func() *specs.LinuxSeccomp
+	// ImageVolumes are the prepared image volumes by index in
+	// Config.Mounts: the host dir of each mount that names an image.
+	ImageVolumes map[int]string
 	// Grantable are the capabilities berthd holds in its bounding set: all a
 	// privileged container (or "ALL") can get.
 	Grantable []string
@@ -180,7 +183,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	}
 
 	s.Mounts = defaultMounts(privileged, in.Sandbox)
-	s.Mounts, err = appendCRIMounts(s.Mounts, cfg.GetMounts())
+	s.Mounts, err = appendCRIMounts(s.Mounts, cfg.GetMounts(), in.ImageVolumes)
 	if err != nil {
 		return nil, err
 	}
@@ -442,13 +445,25 @@ func defaultMounts(privileged bool, sb sandboxInfo) []specs.Mount {
 
 // appendCRIMounts adds kubelet's volumes. A mount on a path the defaults
 // already cover replaces the default (kubelet may mount /etc/hosts itself).
-func appendCRIMounts(m []specs.Mount, mounts []*runtimeapi.Mount) ([]specs.Mount, error) {
+func appendCRIMounts(m []specs.Mount, mounts []*runtimeapi.Mount, imageVolumes map[int]string) ([]specs.Mount, error) {
 	for i, cm := range mounts {
 		field := fmt.Sprintf("mounts[%d]", i)
-		if cm.GetImage().GetImage() != "" {
-			return nil, fmt.Errorf("%s.image: image volumes are not supported yet: %w", field, errdefs.ErrNotImplemented)
-		}
 		dst := cm.GetContainerPath()
+		if cm.GetImage().GetImage() != "" {
+			// An image volume (KEP-4639): the image's filesystem, read-only.
+			src, ok := imageVolumes[i]
+			if !ok {
+				return nil, fmt.Errorf("%s.image: not prepared: %w", field, errdefs.ErrFailedPrecondition)
+			}
+			if cm.GetImageSubPath() != "" {
+				return nil, fmt.Errorf("%s.image_sub_path: sub paths of image volumes are not supported yet: %w", field, errdefs.ErrNotImplemented)
+			}
+			if !filepath.IsAbs(dst) {
+				return nil, fmt.Errorf("%s.container_path %q must be absolute: %w", field, dst, errdefs.ErrInvalidArgument)
+			}
+			m = append(m, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "rprivate", "ro", "nosuid", "nodev"}})
+			continue
+		}
 		if !filepath.IsAbs(dst) {
 			return nil, fmt.Errorf("%s.container_path %q must be absolute: %w", field, dst, errdefs.ErrInvalidArgument)
 		}

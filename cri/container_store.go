@@ -35,6 +35,8 @@ type containerRecord struct {
 	Rootfs      string            `json:"rootfs"`
 	StopSignal  string            `json:"stopSignal,omitempty"`
 	CgroupPath  string            `json:"cgroupPath"`
+	// ImageVolumes are the image-service keys of its image volumes.
+	ImageVolumes []string `json:"imageVolumes,omitempty"`
 	// Process is the container's process spec; exec starts from it.
 	Process   *processSpec `json:"process"`
 	CreatedAt time.Time    `json:"createdAt"`

@@ -52,6 +52,9 @@ func (s *Service) Reconcile(ctx context.Context, r Reconciler) error {
 			continue
 		}
 		known[rec.ID] = true
+		for _, key := range rec.ImageVolumes {
+			known[key] = true
+		}
 	}
 	ctrs, err := r.ListRuntime(ctx)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/test/harness"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -289,5 +290,32 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 20s")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// An image volume mounts an image's filesystem read-only in the container,
+// and goes with it.
+func TestImageVolume(t *testing.T) {
+	e := startPodEnv(t)
+	ctx := context.Background()
+	podCfg := podConfig(t, "imgvol")
+	podID := e.runPod(t, podCfg)
+	cfg := e.containerConfig("c", "sleep", "1000")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/imgvol", Image: &runtimeapi.ImageSpec{Image: e.busybox}}}
+	id := e.startContainer(t, podID, podCfg, cfg)
+	if out := e.execOut(t, id, "ls", "/imgvol/bin/busybox"); strings.TrimSpace(out) != "/imgvol/bin/busybox" {
+		t.Fatalf("image volume content: %q", out)
+	}
+	if _, _, err := e.d.Runtime.ExecSync(ctx, id, []string{"touch", "/imgvol/new"}, 10*time.Second); err == nil {
+		t.Fatal("wrote into a read-only image volume")
+	}
+	if err := e.d.Runtime.StopContainer(ctx, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.d.Runtime.RemoveContainer(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if left := harness.MountsUnder(e.d.Root); len(left) > 0 {
+		t.Fatalf("image volume mounts left after remove: %v", left)
 	}
 }
