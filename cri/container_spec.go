@@ -113,6 +113,12 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	sc := cfg.GetLinux().GetSecurityContext()
 	privileged := sc.GetPrivileged()
 
+	// AppArmor is not enabled on the nodes berth runs on: the default
+	// profiles mean nothing, and a named profile cannot be honoured.
+	if sc.GetApparmor().GetProfileType() == runtimeapi.SecurityProfile_Localhost ||
+		strings.HasPrefix(sc.GetApparmorProfile(), "localhost/") {
+		return nil, fmt.Errorf("linux.security_context.apparmor: AppArmor profiles are not supported by berth on this node: %w", errdefs.ErrInvalidArgument)
+	}
 	args, err := containerArgs(cfg, in.Image.Config)
 	if err != nil {
 		return nil, err

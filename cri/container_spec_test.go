@@ -285,3 +285,17 @@ func TestPidsLimitAnnotation(t *testing.T) {
 		t.Fatalf("bad annotation: %v", err)
 	}
 }
+
+func TestAppArmorLocalhostRefused(t *testing.T) {
+	in := baseInput(t, &runtimeapi.ContainerConfig{Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+		Apparmor:         &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "k8s-nginx"},
+	}}})
+	if _, err := buildSpec(in); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "apparmor") {
+		t.Fatalf("AppArmor Localhost: %v", err)
+	}
+	in.Config.Linux.SecurityContext.Apparmor.ProfileType = runtimeapi.SecurityProfile_RuntimeDefault
+	if _, err := buildSpec(in); err != nil {
+		t.Fatalf("AppArmor RuntimeDefault must be accepted (ignored): %v", err)
+	}
+}
