@@ -20,21 +20,13 @@ import (
 	"github.com/berth-dev/berth/test/testregistry"
 )
 
-// e2eBridge and e2eSubnet are the end-to-end tests' own pod network, apart
-// from the node's default and from the cni package's tests.
-const (
-	e2eBridge = "berth-e2e0"
-	e2eSubnet = "10.90.0.0/24"
-)
-
 // podEnv is a berthd with a pod network and a registry holding busybox.
 type podEnv struct {
 	d        *harness.Daemon
 	reg      *testregistry.Registry
 	busybox  string
 	leaseDir string
-	// bridge and subnet are the pod network's (e2eBridge, e2eSubnet unless
-	// the env has its own network).
+	// bridge and subnet are the test's own pod network (testNetwork).
 	bridge string
 	subnet string
 }
