@@ -142,6 +142,22 @@ func (s *containerStore) commit(e *containerEntry) error {
 	return nil
 }
 
+// replace persists a changed copy of a committed record whose lock the
+// caller holds. Records are never changed in place: list hands them out.
+func (s *containerStore) replace(e *containerEntry, rec *containerRecord) error {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(s.path(rec.ID), data, 0o600); err != nil {
+		return fmt.Errorf("save container %s: %w", rec.ID, err)
+	}
+	s.mu.Lock()
+	e.rec = rec
+	s.mu.Unlock()
+	return nil
+}
+
 // lookup finds a container by full ID or unique prefix.
 func (s *containerStore) lookup(idOrPrefix string) (*containerEntry, error) {
 	if idOrPrefix == "" {

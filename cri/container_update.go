@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-dev/berth/errdefs"
@@ -21,6 +22,25 @@ func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.
 	}
 	defer e.mu.Unlock()
 	if err := s.deps.Runtime.UpdateResources(ctx, e.rec.ID, specResources(req.GetLinux())); err != nil {
+		return nil, err
+	}
+	// ContainerStatus reports the resources in force: kubelet's in-place
+	// resize reads them back.
+	cfg, err := containerConfig(e.rec)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Linux == nil {
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{}
+	}
+	cfg.Linux.Resources = req.GetLinux()
+	raw, err := proto.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rec := *e.rec
+	rec.Config = raw
+	if err := s.containers.replace(e, &rec); err != nil {
 		return nil, err
 	}
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil

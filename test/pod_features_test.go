@@ -148,6 +148,10 @@ func TestResourcesAndOOM(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(cgroupDir(t, pid, "memory"), "memory.limit_in_bytes")); strings.TrimSpace(string(b)) != strconv.Itoa(96<<20) {
 		t.Errorf("memory limit after update: %q", b)
 	}
+	// ContainerStatus reports what is in force, as kubelet's resize expects.
+	if st, err := e.d.Runtime.ContainerStatus(ctx, id, false); err != nil || st.Status.GetResources().GetLinux().GetMemoryLimitInBytes() != 96<<20 {
+		t.Errorf("status resources after update: %+v %v", st.GetStatus().GetResources(), err)
+	}
 	stats, err := e.d.Runtime.ContainerStats(ctx, id)
 	if err != nil || stats.GetMemory().GetWorkingSetBytes().GetValue() == 0 {
 		t.Errorf("ContainerStats: %+v %v", stats, err)
