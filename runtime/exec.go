@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -94,7 +95,22 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 	cmd.Dir = "/"
 	var copyWG sync.WaitGroup
 	var master *os.File
-	if opts.Tty {
+	if opts.Tty && !oci {
+		// The exec entry makes the terminal inside the container and sends
+		// its master back over a socket (as runc's console socket).
+		m, setupErr, err := startWithContainerTerminal(cmd)
+		if err != nil {
+			return -1, fmt.Errorf("exec in container %s: %w", id, err)
+		}
+		if m == nil {
+			// It failed before making the terminal: say why.
+			werr := cmd.Wait()
+			return -1, fmt.Errorf("exec in container %s: %v: %s", id, werr, strings.TrimSpace(setupErr.String()))
+		}
+		master = m
+		defer master.Close()
+		copyTerminal(&copyWG, master, opts)
+	} else if opts.Tty {
 		m, slave, err := monitor.OpenPTY()
 		if err != nil {
 			return -1, err
@@ -118,29 +134,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 		if err != nil {
 			return -1, fmt.Errorf("exec in container %s: %w", id, err)
 		}
-		if opts.Stdin != nil {
-			// Not waited for: a reader like a network stream may never
-			// end; closing the master after exit unblocks its writes.
-			go io.Copy(master, opts.Stdin)
-		}
-		copyWG.Add(1)
-		go func() {
-			defer copyWG.Done()
-			out := opts.Stdout
-			if out == nil {
-				out = io.Discard
-			}
-			io.Copy(out, master) // until EIO: every slave fd closed
-		}()
-		if opts.Resize != nil {
-			go func() {
-				for sz := range opts.Resize {
-					if monitor.SetWinsize(master, sz.Width, sz.Height) != nil {
-						return
-					}
-				}
-			}()
-		}
+		copyTerminal(&copyWG, master, opts)
 	} else {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
 		// os/exec stops waiting for output copies this long after exit,
@@ -319,4 +313,74 @@ func (r *Runtime) Attach(ctx context.Context, id string, stdin io.Reader, stdout
 			return nil
 		}
 	}
+}
+
+// copyTerminal copies between a terminal's master and the exec's streams
+// and applies resizes.
+func copyTerminal(wg *sync.WaitGroup, master *os.File, opts ExecOptions) {
+	if opts.Stdin != nil {
+		// Not waited for: a reader like a network stream may never end;
+		// closing the master after exit unblocks its writes.
+		go io.Copy(master, opts.Stdin)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		out := opts.Stdout
+		if out == nil {
+			out = io.Discard
+		}
+		io.Copy(out, master) // until EIO: every slave fd closed
+	}()
+	if opts.Resize != nil {
+		go func() {
+			for sz := range opts.Resize {
+				if monitor.SetWinsize(master, sz.Width, sz.Height) != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// startWithContainerTerminal starts `berth-shim exec` with --console-fd and
+// receives the master of the terminal it makes inside the container. A nil
+// master means the entry failed first; its stderr says why.
+func startWithContainerTerminal(cmd *exec.Cmd) (*os.File, *bytes.Buffer, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	ours := os.NewFile(uintptr(fds[0]), "console-socket")
+	defer ours.Close()
+	theirs := os.NewFile(uintptr(fds[1]), "console-socket-peer")
+	var stderr bytes.Buffer
+	cmd.Args = append(cmd.Args, "--console-fd", "3")
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stderr = &stderr
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(fds[0], buf, oob, 0)
+	if err != nil || n == 0 {
+		// The entry exited (or failed) without sending a terminal.
+		return nil, &stderr, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, &stderr, nil
+	}
+	rights, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(rights) != 1 {
+		return nil, &stderr, nil
+	}
+	if err := unix.SetNonblock(rights[0], true); err != nil {
+		unix.Close(rights[0])
+		return nil, &stderr, nil
+	}
+	return os.NewFile(uintptr(rights[0]), "/dev/ptmx"), &stderr, nil
 }

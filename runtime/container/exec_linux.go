@@ -36,10 +36,11 @@ func ExecMain(args []string) int {
 	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
 	fs.Int("pid", 0, "pid (host) of the container's process")
 	fs.String("process", "", "file with the JSON OCI process to run")
+	consoleFD := fs.Int("console-fd", -1, "a unix socket to send the master of the terminal made inside the container to (with a terminal)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := execInContainer(); err != nil {
+	if err := execInContainer(*consoleFD); err != nil {
 		fmt.Fprintf(os.Stderr, "berth-shim exec: %v\n", err)
 		var ee *ExecError
 		if errors.As(err, &ee) {
@@ -50,7 +51,7 @@ func ExecMain(args []string) int {
 	return 0 // not reached: execute returns only on failure
 }
 
-func execInContainer() error {
+func execInContainer(consoleFD int) error {
 	if !nsexec.ExecJoined() {
 		return errors.New("the container's namespaces were not joined (binary built without cgo?)")
 	}
@@ -79,6 +80,11 @@ func execInContainer() error {
 	}
 	if err := setOOMScoreAdj(p); err != nil {
 		return err
+	}
+	if p.Terminal && consoleFD >= 0 {
+		if err := terminalInContainer(consoleFD); err != nil {
+			return err
+		}
 	}
 	pr, err := prepareProcess(p, ep.Seccomp)
 	if err != nil {
@@ -111,4 +117,36 @@ func bundleSeccomp() (*specs.LinuxSeccomp, error) {
 		return nil, nil
 	}
 	return spec.Linux.Seccomp, nil
+}
+
+// terminalInContainer makes the exec'd process's terminal from the
+// container's own devpts, as runc's console socket does, so that it is a
+// /dev/pts/N of the container (ttyname works; a host pty would not be
+// found there). The master goes to the caller over the socket at consoleFD;
+// the slave becomes fds 0-2.
+func terminalInContainer(consoleFD int) error {
+	defer unix.Close(consoleFD)
+	master, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the container's /dev/ptmx: %w", err)
+	}
+	defer unix.Close(master)
+	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
+		return fmt.Errorf("unlock pty: %w", err)
+	}
+	slave, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(master), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY))
+	if errno != 0 {
+		return fmt.Errorf("open pty slave: %w", errno)
+	}
+	if err := unix.Sendmsg(consoleFD, []byte{0}, unix.UnixRights(master), nil, 0); err != nil {
+		unix.Close(int(slave))
+		return fmt.Errorf("send the terminal master: %w", err)
+	}
+	for fd := 0; fd < 3; fd++ {
+		if err := unix.Dup3(int(slave), fd, 0); err != nil {
+			unix.Close(int(slave))
+			return fmt.Errorf("terminal as fd %d: %w", fd, err)
+		}
+	}
+	return unix.Close(int(slave))
 }
