@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/atomicfile"
 	"github.com/berth-dev/berth/errdefs"
+	"github.com/berth-dev/berth/idprefix"
 )
 
 // containerRecord is what berth remembers of a container beyond what the
@@ -160,27 +161,9 @@ func (s *containerStore) replace(e *containerEntry, rec *containerRecord) error 
 
 // lookup finds a container by full ID or unique prefix.
 func (s *containerStore) lookup(idOrPrefix string) (*containerEntry, error) {
-	if idOrPrefix == "" {
-		return nil, fmt.Errorf("container_id is empty: %w", errdefs.ErrInvalidArgument)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.byID[idOrPrefix]; ok {
-		return e, nil
-	}
-	var found *containerEntry
-	for id, e := range s.byID {
-		if strings.HasPrefix(id, idOrPrefix) {
-			if found != nil {
-				return nil, fmt.Errorf("container id prefix %q is ambiguous: %w", idOrPrefix, errdefs.ErrInvalidArgument)
-			}
-			found = e
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("container %q: %w", idOrPrefix, errdefs.ErrNotFound)
-	}
-	return found, nil
+	return idprefix.Find(s.byID, idOrPrefix, "container")
 }
 
 // acquire looks a container up and locks it. It fails with NotFound when a

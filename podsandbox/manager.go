@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/berth-dev/berth/atomicfile"
+	"github.com/berth-dev/berth/idprefix"
 
 	"k8s.io/klog/v2"
 
@@ -186,25 +187,7 @@ func validID(id string) bool {
 
 // lookup finds a pod by ID or unique ID prefix. Callers hold m.mu.
 func (m *Manager) lookup(idOrPrefix string) (*entry, error) {
-	if idOrPrefix == "" {
-		return nil, fmt.Errorf("empty pod sandbox id: %w", errdefs.ErrInvalidArgument)
-	}
-	if e, ok := m.pods[idOrPrefix]; ok {
-		return e, nil
-	}
-	var found *entry
-	for id, e := range m.pods {
-		if strings.HasPrefix(id, idOrPrefix) {
-			if found != nil {
-				return nil, fmt.Errorf("pod sandbox id prefix %q is ambiguous: %w", idOrPrefix, errdefs.ErrInvalidArgument)
-			}
-			found = e
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("pod sandbox %q: %w", idOrPrefix, errdefs.ErrNotFound)
-	}
-	return found, nil
+	return idprefix.Find(m.pods, idOrPrefix, "pod sandbox")
 }
 
 // Resolve returns the full ID of the pod that idOrPrefix names.
