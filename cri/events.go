@@ -80,6 +80,15 @@ func (b *eventBus) unsubscribe(id int) {
 	}
 }
 
+// listening reports whether anyone subscribes: with no subscriber an event
+// is not worth building (it reads every container state of the pod, on the
+// pod-start path).
+func (b *eventBus) listening() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs) > 0
+}
+
 // publish never blocks: a subscriber whose buffer is full is dropped.
 func (b *eventBus) publish(ev *runtimeapi.ContainerEventResponse) {
 	b.mu.Lock()
@@ -121,6 +130,9 @@ func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream ru
 
 // emit publishes an event about a container with its pod's current status.
 func (s *Service) emit(ctx context.Context, rec *containerRecord, typ runtimeapi.ContainerEventType) {
+	if !s.events.listening() {
+		return
+	}
 	ev := &runtimeapi.ContainerEventResponse{
 		ContainerId:        rec.ID,
 		ContainerEventType: typ,

@@ -34,6 +34,7 @@ func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 // StreamInterceptor does for streaming calls what UnaryInterceptor does.
 func (s *Service) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	start := time.Now()
+	klog.V(4).InfoS("CRI stream", "method", info.FullMethod)
 	err := ToStatus(handler(srv, ss))
 	s.metrics.observe(info.FullMethod, err, time.Since(start))
 	if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,5 +43,11 @@ func TestStreamingLists(t *testing.T) {
 	imgs, err := img.ListImages(ctx, nil)
 	if err != nil || len(imgs) != 1 {
 		t.Fatalf("streamed ListImages: %v %v", imgs, err)
+	}
+	// The answers came through the Stream* calls, not the unary ones.
+	for _, m := range []string{"StreamPodSandboxes", "StreamContainers", "StreamContainerStats", "StreamImages"} {
+		if !strings.Contains(e.d.Log(), "/runtime.v1.RuntimeService/"+m) && !strings.Contains(e.d.Log(), "/runtime.v1.ImageService/"+m) {
+			t.Errorf("berthd served no %s call", m)
+		}
 	}
 }
