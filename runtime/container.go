@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/atomicfile"
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime/monitor"
 )
@@ -141,9 +142,11 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
 		return err
 	}
-	// meta.json last among the files: its presence says the bundle is whole.
+	// meta.json last among the files: its presence says the bundle is
+	// whole. Written atomically: a crash mid-write must not leave an empty
+	// meta.json, which would make the bundle unreadable and never removed.
 	mb, _ := json.Marshal(m)
-	if err := os.WriteFile(filepath.Join(bundle, metaFile), mb, 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(bundle, metaFile), mb, 0o600); err != nil {
 		return err
 	}
 
@@ -416,10 +419,15 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	}
 	bundle := r.bundleDir(id)
 	m, err := r.readMeta(id)
-	if errdefs.IsNotFound(err) {
+	if errdefs.IsNotFound(err) || errors.Is(err, errBadMeta) {
 		// Nothing, or a Create that died before writing meta.json (it
 		// started no process then, but may have mounted an idmapped
 		// rootfs, with the image's layers below: never delete through it).
+		// A meta.json that cannot be read names no pod or cgroup either:
+		// the bundle is all that can be removed.
+		if err != nil && !errdefs.IsNotFound(err) {
+			klog.ErrorS(err, "Removing a container bundle with unreadable metadata", "containerID", id)
+		}
 		if err := unmountIdmapped(bundle); err != nil {
 			return fmt.Errorf("delete container %s: %w", id, err)
 		}

@@ -272,6 +272,9 @@ type meta struct {
 
 const metaFile = "meta.json"
 
+// errBadMeta marks a meta.json that exists but cannot be read.
+var errBadMeta = errors.New("unreadable container metadata")
+
 func (r *Runtime) podDir(podID string) string {
 	return filepath.Join(r.cfg.StateDir, "pods", podID)
 }
@@ -305,7 +308,7 @@ func (r *Runtime) readMeta(id string) (*meta, error) {
 	}
 	m := &meta{}
 	if err := json.Unmarshal(b, m); err != nil {
-		return nil, fmt.Errorf("container %q: %s: %w", id, metaFile, err)
+		return nil, fmt.Errorf("container %q: %s: %w: %w", id, metaFile, errBadMeta, err)
 	}
 	return m, nil
 }
@@ -328,8 +331,9 @@ func (r *Runtime) List(ctx context.Context) ([]Container, error) {
 		m, err := r.readMeta(e.Name())
 		if err != nil {
 			// A bundle without meta.json is a Create that never got far:
-			// list it with no pod, so the caller can Delete it.
-			if errdefs.IsNotFound(err) {
+			// list it with no pod, so the caller can Delete it. So is
+			// one whose meta.json is unreadable.
+			if errdefs.IsNotFound(err) || errors.Is(err, errBadMeta) {
 				out = append(out, Container{ID: e.Name()})
 			}
 			continue

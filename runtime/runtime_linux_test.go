@@ -891,3 +891,45 @@ func TestPinNamespaces(t *testing.T) {
 		t.Errorf("mounts left under %s", dir)
 	}
 }
+
+// A bundle whose Create died before or while writing meta.json is listed
+// (with no pod) and removed by Delete, so start-up reconciliation can clean
+// it up.
+func TestListAndDeleteHalfMadeBundles(t *testing.T) {
+	needRoot(t)
+	r := newTestRuntime(t, t.TempDir(), false)
+	const noMeta, emptyMeta, garbledMeta = "half-nometa", "half-emptymeta", "half-garbled"
+	for id, meta := range map[string]string{noMeta: "", emptyMeta: "\x00", garbledMeta: `{"PodID":`} {
+		bundle := r.bundleDir(id)
+		if err := os.Mkdir(bundle, 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if meta != "" {
+			if err := os.WriteFile(filepath.Join(bundle, metaFile), []byte(strings.TrimPrefix(meta, "\x00")), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	listed, err := r.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, c := range listed {
+		got[c.ID] = true
+	}
+	for _, id := range []string{noMeta, emptyMeta, garbledMeta} {
+		if !got[id] {
+			t.Errorf("List does not report half-made bundle %s (got %v)", id, listed)
+		}
+		if err := r.Delete(context.Background(), id); err != nil {
+			t.Errorf("Delete %s: %v", id, err)
+		}
+		if _, err := os.Stat(r.bundleDir(id)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("bundle of %s still there after Delete: %v", id, err)
+		}
+	}
+}
