@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,8 +23,14 @@ import (
 // and restarted at random moments. Each worker behaves as kubelet does: a
 // failed call is retried, after finding out from List what the failed call
 // did. In the end no pod or container is left and nothing leaks.
+//
+// CI runs 32 pods; BERTH_CHURN_PODS=200 runs the larger figure.
 func TestChurnWithCrashes(t *testing.T) {
-	const workers, podsPerWorker = 8, 4
+	const workers = 8
+	podsPerWorker := 4
+	if n, err := strconv.Atoi(os.Getenv("BERTH_CHURN_PODS")); err == nil && n > 0 {
+		podsPerWorker = (n + workers - 1) / workers
+	}
 	e := startIsolatedPodEnv(t, harness.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
