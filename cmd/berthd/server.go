@@ -58,6 +58,7 @@ func serve(ctx context.Context, cfg config.Config) error {
 	)
 	svc.Register(srv)
 	svc.RegisterPullProgress(srv)
+	c.ext.Register(srv)
 
 	errc := make(chan error, 3)
 	if cfg.Metrics.Address != "" {

@@ -33,6 +33,7 @@ type core struct {
 	images *imageservice.Service
 	stream *streamServer
 	rt     *runtime.Runtime
+	ext    *cri.Extensions
 }
 
 func (c *core) Close() error {
@@ -145,7 +146,10 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	stream, err := newStreamServer(cfg.Stream, svc.StreamRuntime())
+	// The extensions stand in front of the stream runtime: an extended
+	// exec's options reach the streaming server's Exec through them.
+	ext := cri.NewExtensions(svc)
+	stream, err := newStreamServer(cfg.Stream, ext.StreamRuntime())
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +158,7 @@ func wire(ctx context.Context, cfg config.Config) (_ *core, retErr error) {
 	if err := svc.Reconcile(ctx, reconciler{rt, images, pods}); err != nil {
 		klog.ErrorS(err, "Start-up reconciliation left some objects; they are retried at the next start")
 	}
-	return &core{svc: svc, images: images, stream: stream, rt: rt}, nil
+	return &core{svc: svc, images: images, stream: stream, rt: rt, ext: ext}, nil
 }
 
 // streamServer is the Exec/Attach/PortForward server on [stream]. berthd
