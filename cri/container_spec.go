@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -191,6 +192,9 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	s.Mounts = defaultMounts(privileged, in.Sandbox)
 	s.Mounts, err = appendCRIMounts(s.Mounts, cfg.GetMounts(), in.ImageVolumes)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkMountMappings(s.Mounts, in.Sandbox); err != nil {
 		return nil, err
 	}
 
@@ -467,7 +471,7 @@ func appendCRIMounts(m []specs.Mount, mounts []*runtimeapi.Mount, imageVolumes m
 			if !filepath.IsAbs(dst) {
 				return nil, fmt.Errorf("%s.container_path %q must be absolute: %w", field, dst, errdefs.ErrInvalidArgument)
 			}
-			m = append(m, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "rprivate", "ro", "nosuid", "nodev"}})
+			m = append(m, withMappings(specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "rprivate", "ro", "nosuid", "nodev"}}, cm))
 			continue
 		}
 		if !filepath.IsAbs(dst) {
@@ -514,9 +518,42 @@ func appendCRIMounts(m []specs.Mount, mounts []*runtimeapi.Mount, imageVolumes m
 				kept = append(kept, old)
 			}
 		}
-		m = append(kept, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
+		m = append(kept, withMappings(specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}, cm))
 	}
 	return m, nil
+}
+
+// withMappings carries kubelet's uid and gid mappings of a volume (KEP-127:
+// set for a pod with a user namespace, for the runtime to idmap the volume)
+// into the OCI mount.
+func withMappings(m specs.Mount, cm *runtimeapi.Mount) specs.Mount {
+	conv := func(ms []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+		var out []specs.LinuxIDMapping
+		for _, x := range ms {
+			out = append(out, specs.LinuxIDMapping{ContainerID: x.GetContainerId(), HostID: x.GetHostId(), Size: x.GetLength()})
+		}
+		return out
+	}
+	m.UIDMappings, m.GIDMappings = conv(cm.GetUidMappings()), conv(cm.GetGidMappings())
+	return m
+}
+
+// checkMountMappings accepts idmapped volumes only in a pod with a user
+// namespace, and only with its mappings (what kubelet sends): the runtime
+// idmaps them with the pod's user namespace.
+func checkMountMappings(mounts []specs.Mount, sb sandboxInfo) error {
+	for _, m := range mounts {
+		if len(m.UIDMappings) == 0 && len(m.GIDMappings) == 0 {
+			continue
+		}
+		if sb.UserNSPath == "" {
+			return fmt.Errorf("mount %s: uid/gid mappings in a pod without a user namespace: %w", m.Destination, errdefs.ErrInvalidArgument)
+		}
+		if !slices.Equal(m.UIDMappings, sb.UIDMappings) || !slices.Equal(m.GIDMappings, sb.GIDMappings) {
+			return fmt.Errorf("mount %s: uid/gid mappings differ from the pod's user namespace: %w", m.Destination, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
 }
 
 // seccompProfile resolves the container's seccomp profile. Unset means

@@ -30,8 +30,8 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 		return nil, err
 	}
 	if rr.UserNS != nil {
-		// Status tells kubelet which handlers support user namespaces;
-		// berth's built-in runtime does not yet.
+		// Status tells kubelet which handlers support user namespaces
+		// (the built-in runtime does; an OCI runtime says so itself).
 		var f runtime.Features
 		if hf, ok := s.deps.Runtime.(handlerFeatures); ok {
 			f, _ = hf.HandlerFeatures(req.GetRuntimeHandler())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -119,9 +120,6 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 		sp.Linux.CgroupsPath = opts.CgroupPath
 	}
 	if userns := usernsPath(&sp); userns != "" {
-		if oci == nil {
-			return fmt.Errorf("container %s: a pod user namespace needs an OCI runtime handler: %w", id, errdefs.ErrNotImplemented)
-		}
 		// The rootfs is seen through an idmapped mount: files owned by
 		// host root there belong to the pod's root, and what the pod
 		// writes lands on disk as the pod's ids.
@@ -134,6 +132,12 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 		r := *sp.Root
 		r.Path = root
 		sp.Root = &r
+	}
+	// Volumes idmapped as asked; the mounts are the spec's own copy.
+	sp.Mounts = slices.Clone(sp.Mounts)
+	if err := idmapVolumes(&sp, bundle, usernsPath(&sp)); err != nil {
+		// Anything mounted is unmounted by the idmapped rootfs's undo.
+		return fmt.Errorf("container %s: %w", id, err)
 	}
 	b, err := json.Marshal(&sp)
 	if err != nil {

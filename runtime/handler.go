@@ -116,8 +116,9 @@ func (r *Runtime) Handlers() []string {
 // such handler.
 func (r *Runtime) HandlerFeatures(name string) (Features, bool) {
 	if name == DefaultHandler {
-		// Pod user namespaces are not built yet (cri rejects them).
-		return Features{RecursiveReadOnlyMounts: true}, true
+		// A pod user namespace: the container's init joins it before
+		// making its own mount and pid namespaces (runtime/nsexec).
+		return Features{RecursiveReadOnlyMounts: true, UserNamespaces: true}, true
 	}
 	h, ok := r.handlers[name]
 	if !ok {

@@ -6,11 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/errdefs"
 )
 
 // idmapLayers is the bundle dir holding the idmapped layers of an overlay
@@ -175,20 +179,93 @@ func overlayLayers(opts string) (lowers []string, upper, work string, err error)
 // mappings of the user namespace userns. Not recursive: the dir of an upper
 // dir also holds the overlay mount, which cannot be idmapped.
 func idmappedBind(src, dst string, userns int) error {
-	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	return idmappedClone(src, dst, userns, false)
+}
+
+// idmappedClone is idmappedBind, of the whole tree below src if recursive
+// (every mount in it must support idmapping then). src may be a file.
+func idmappedClone(src, dst string, userns int, recursive bool) error {
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	setFlags := uint(unix.AT_EMPTY_PATH)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+		setFlags |= unix.AT_RECURSIVE
+	}
+	tree, err := unix.OpenTree(unix.AT_FDCWD, src, flags)
 	if err != nil {
 		return fmt.Errorf("open_tree %s: %w", src, err)
 	}
 	defer unix.Close(tree)
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns)}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+	if err := unix.MountSetattr(tree, "", setFlags, &attr); err != nil {
 		return fmt.Errorf("idmap %s: %w", src, err)
 	}
-	if err := os.Mkdir(dst, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+	var st unix.Stat_t
+	if err := unix.Fstat(tree, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		err = os.Mkdir(dst, 0o755)
+	} else {
+		var f *os.File
+		if f, err = os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o644); err == nil {
+			f.Close()
+		}
+	}
+	if err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
 	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("mount idmapped %s on %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// idmapVolumes replaces the source of every mount of s that asks for an
+// idmapped mount (uidMappings and gidMappings in the OCI mount, as cri sets
+// them from kubelet's volume mappings) by an idmapped clone of it in the
+// bundle, made with the pod's user namespace: files of host root there are
+// the pod's root's. Handlers then bind it like any other source (runc 1.1
+// knows no idmapped mounts). Only the pod's own mappings can be given.
+func idmapVolumes(s *specs.Spec, bundle, usernsPath string) error {
+	userns := -1
+	defer func() {
+		if userns >= 0 {
+			unix.Close(userns)
+		}
+	}()
+	for i, m := range s.Mounts {
+		if len(m.UIDMappings) == 0 && len(m.GIDMappings) == 0 {
+			continue
+		}
+		if usernsPath == "" || !slices.Equal(m.UIDMappings, s.Linux.UIDMappings) || !slices.Equal(m.GIDMappings, s.Linux.GIDMappings) {
+			return fmt.Errorf("mount %s: id mappings other than the pod's user namespace's: %w", m.Destination, errdefs.ErrInvalidArgument)
+		}
+		if userns < 0 {
+			var err error
+			if userns, err = unix.Open(usernsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+				return fmt.Errorf("open user namespace: %w", err)
+			}
+			if err := os.MkdirAll(filepath.Join(bundle, idmapLayers), 0o711); err != nil {
+				return err
+			}
+		}
+		var opts []string
+		recursive := false
+		for _, o := range m.Options {
+			switch o {
+			case "idmap", "ridmap":
+				continue
+			case "rbind":
+				recursive = true
+			}
+			opts = append(opts, o)
+		}
+		dst := filepath.Join(bundle, idmapLayers, "v"+strconv.Itoa(i))
+		if err := idmappedClone(m.Source, dst, userns, recursive); err != nil {
+			return fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		s.Mounts[i] = specs.Mount{Destination: m.Destination, Type: m.Type, Source: dst, Options: opts}
 	}
 	return nil
 }

@@ -3,14 +3,18 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/errdefs"
 )
 
 // testUserns maps container ids 0-65535 to host ids 100000-165535.
@@ -71,13 +75,16 @@ func TestPinUserns(t *testing.T) {
 	}
 }
 
-// TestRuncUserns: a container of a pod with a user namespace, run by runc,
-// is root inside and the mapped uid outside; its rootfs is idmapped (host
-// root's files are its root's), and a file it writes in a volume belongs on
-// the host to the mapped uid.
-func TestRuncUserns(t *testing.T) {
-	p, _ := startRuncPod(t)
-	ctx := context.Background()
+// usernsPod is a test pod of handler with a pinned user namespace (and
+// net, ipc, uts owned by it), and the namespaces' pin paths.
+func usernsPod(t *testing.T, handler string) (*testPod, map[string]string) {
+	t.Helper()
+	var p *testPod
+	if handler == DefaultHandler {
+		p = startTestPod(t, true, false)
+	} else {
+		p, _ = startRuncPod(t)
+	}
 	// The container's root must reach its rootfs in the state dir, as in
 	// /run/berth/runtime: testing's temp dirs are 0700.
 	for d := p.state; d != "/tmp"; d = filepath.Dir(d) {
@@ -85,17 +92,64 @@ func TestRuncUserns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "ns")
 	t.Cleanup(func() { p.r.UnpinNamespaces(ctx, dir) })
 	paths, err := p.r.PinNamespacesUserns(ctx, dir, []string{"user", "net", "ipc", "uts"}, "userns-pod", testUserns.UID, testUserns.GID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vol := t.TempDir()
+	return p, paths
+}
+
+// overlayRootfs mounts a writable overlay of the test rootfs, as the image
+// service makes one per container, and returns it and its upper dir.
+func overlayRootfs(t *testing.T) (root, upper string) {
+	t.Helper()
+	dir := t.TempDir()
+	upper, work, root := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "rootfs")
+	for _, d := range []string{upper, work, root} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("overlay", root, "overlay", 0, "lowerdir="+testRootfs+",upperdir="+upper+",workdir="+work); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+	return root, upper
+}
+
+// TestUserns: a container of a pod with a user namespace, on the built-in
+// runtime and on runc, is root inside and the mapped uid outside, and so is
+// a process exec'd into it; its rootfs is idmapped (host root's files are
+// its root's); it has proc, a read-only sysfs, /dev with working devices,
+// mqueue, masked and read-only paths; what it writes in a volume belongs on
+// the host to the mapped uid, and what it writes in its rootfs too (seen
+// through the container's rootfs; on disk, the idmapped upper dir has its
+// in-container ids).
+func TestUserns(t *testing.T) {
+	for _, handler := range []string{DefaultHandler, "runc"} {
+		t.Run("handler="+handler, func(t *testing.T) { runUsernsTest(t, handler) })
+	}
+}
+
+func runUsernsTest(t *testing.T, handler string) {
+	p, paths := usernsPod(t, handler)
+	ctx := context.Background()
+	vol := t.TempDir() // below a 0700 dir: only host root reaches it by path
 	if err := os.Chmod(vol, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	spec := runcSpec("sh", "-c", "echo written > /vol/f; sleep 1000")
+	// An idmapped volume (kubelet's volume mappings): host root's files
+	// there are the pod's root's, and what it writes there is host root's.
+	idvol := t.TempDir()
+	if err := os.WriteFile(filepath.Join(idvol, "hostroot"), []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root, upper := overlayRootfs(t)
+	spec := runcSpec("sh", "-c", "echo written > /vol/f; echo root > /rootfile; exec sleep 1000")
+	spec.Root = &specs.Root{Path: root}
 	spec.Linux.Namespaces = []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace},
 		{Type: specs.UserNamespace, Path: paths["user"]}, {Type: specs.NetworkNamespace, Path: paths["net"]},
@@ -103,13 +157,30 @@ func TestRuncUserns(t *testing.T) {
 	}
 	spec.Linux.UIDMappings = []specs.LinuxIDMapping{testUserns.UID}
 	spec.Linux.GIDMappings = []specs.LinuxIDMapping{testUserns.GID}
+	spec.Linux.MaskedPaths = []string{"/proc/kcore", "/proc/acpi"}
+	spec.Linux.ReadonlyPaths = []string{"/proc/sys"}
+	caps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"}
+	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	spec.Process.NoNewPrivileges = true
 	spec.Hostname = ""
-	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}})
-	if err := p.r.Create(ctx, p.id, "plain", spec, CreateOptions{}); err == nil {
-		p.ids = append(p.ids, "plain")
-		t.Error("the built-in runtime took a user namespace")
+	spec.Mounts = append(spec.Mounts,
+		specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		specs.Mount{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777"}},
+		specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}},
+		specs.Mount{Destination: "/idvol", Type: "bind", Source: idvol, Options: []string{"rbind", "rw"},
+			UIDMappings: []specs.LinuxIDMapping{testUserns.UID}, GIDMappings: []specs.LinuxIDMapping{testUserns.GID}},
+	)
+	bad := *spec
+	bad.Mounts = slices.Clone(spec.Mounts)
+	bad.Mounts[len(bad.Mounts)-1].UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
+	if err := p.r.Create(ctx, p.id, "bad", &bad, CreateOptions{Handler: handler}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if err == nil {
+			p.ids = append(p.ids, "bad")
+		}
+		t.Errorf("Create with a volume mapped unlike the pod: %v, want InvalidArgument", err)
 	}
-	p.create("u", spec, CreateOptions{Handler: "runc", CgroupPath: testCgroup("u")})
+	p.create("u", spec, CreateOptions{Handler: handler, CgroupPath: testCgroup("u")})
 	if err := p.r.Start(ctx, "u"); err != nil {
 		t.Fatal(err)
 	}
@@ -124,24 +195,78 @@ func TestRuncUserns(t *testing.T) {
 	if f := strings.Fields(statusLine(string(status), "Uid:")); len(f) == 0 || f[0] != "100000" {
 		t.Errorf("host uid of the container process: %q, want 100000", f)
 	}
+	var user, ctrUser unix.Stat_t
+	if err := unix.Stat(paths["user"], &user); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat("/proc/"+itoa(st.Pid)+"/ns/user", &ctrUser); err != nil || ctrUser.Ino != user.Ino {
+		t.Errorf("the container process is not in the pod's user namespace (%v)", err)
+	}
+	script := `exec 2>&1
+busybox id -u; cat /proc/self/uid_map; cat /proc/self/gid_map
+ls -ln /bin/busybox
+hostname
+cat /vol/f
+cat /proc/1/cmdline | tr '\0' ' '; echo
+grep -E ' /sys | /dev/mqueue | /dev/shm | /dev/pts ' /proc/self/mounts | cut -d' ' -f2,3,4 | cut -d, -f1
+(touch /sys/x) 2>/dev/null && echo sys-writable
+echo null > /dev/null && echo dev-null-ok
+ls -l /dev/null | cut -c1
+head -c 4 /dev/zero | wc -c
+cat /proc/kcore 2>/dev/null | wc -c
+(echo 1 > /proc/sys/kernel/shmmni) 2>/dev/null && echo proc-sys-writable
+grep -E '^(CapEff|NoNewPrivs)' /proc/self/status
+echo exec > /execfile && echo wrote
+cat /idvol/hostroot; busybox stat -c %u:%g /idvol/hostroot; echo new > /idvol/new
+`
 	var out bytes.Buffer
-	code, err := p.r.Exec(ctx, "u", ExecOptions{Process: &specs.Process{Args: []string{"sh", "-c", "grep Uid /proc/self/status; ls -ln /bin/busybox; hostname 2>/dev/null; cat /vol/f"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, Stdout: &out})
+	code, err := p.r.Exec(ctx, "u", ExecOptions{Process: &specs.Process{Args: []string{"sh", "-c", script}, Env: []string{"PATH=/bin"}, Cwd: "/",
+		Capabilities: spec.Process.Capabilities, NoNewPrivileges: true}, Stdout: &out})
 	if err != nil || code != 0 {
 		t.Fatalf("exec = %d, %v: %q", code, err, out.String())
 	}
-	lines := strings.Split(out.String(), "\n")
-	if f := strings.Fields(lines[0]); len(f) < 2 || f[1] != "0" {
-		t.Errorf("uid inside: %q, want 0", lines[0])
+	want := []string{
+		"0", "0 100000 65536", "0 100000 65536",
+		"", // ls: checked below
+		"userns-pod", "written", "sleep 1000 ",
+		"/dev/pts devpts rw", "/dev/mqueue mqueue rw", "/dev/shm tmpfs rw", "/sys sysfs ro",
+		"dev-null-ok", "c", "4", "0",
+		"CapEff:\t00000000000000eb", "NoNewPrivs:\t1",
+		"wrote",
+		"secret", "0:0",
 	}
-	if f := strings.Fields(lines[1]); len(f) < 4 || f[2] != "0" || f[3] != "0" {
-		t.Errorf("rootfs file owner inside: %q, want 0 0 (idmapped)", lines[1])
+	got := strings.Split(strings.TrimSpace(out.String()), "\n")
+	for i := range got {
+		got[i] = strings.Join(strings.Fields(got[i]), " ")
 	}
-	if !strings.Contains(out.String(), "written") {
-		t.Errorf("volume file not written: %q", out.String())
+	for i := range want {
+		want[i] = strings.Join(strings.Fields(want[i]), " ")
 	}
-	var fst unix.Stat_t
-	if err := unix.Stat(filepath.Join(vol, "f"), &fst); err != nil || fst.Uid != 100000 || fst.Gid != 100000 {
-		t.Errorf("volume file on the host: uid %d gid %d, %v; want 100000", fst.Uid, fst.Gid, err)
+	if len(got) != len(want) {
+		t.Fatalf("inside the container:\n%s\nwant %d lines", out.String(), len(want))
+	}
+	if f := strings.Fields(got[3]); len(f) < 4 || f[2] != "0" || f[3] != "0" {
+		t.Errorf("rootfs file owner inside: %q, want 0 0 (idmapped)", got[3])
+	}
+	got[3] = ""
+	if sorted := func(s []string) string {
+		s = append([]string(nil), s...)
+		slices.Sort(s[7:11])
+		return strings.Join(s, "\n")
+	}; sorted(got) != sorted(want) {
+		t.Errorf("inside the container:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, f := range []string{filepath.Join(vol, "f"), filepath.Join(p.state, "containers", "u", idmappedRootfs, "rootfile"), filepath.Join(p.state, "containers", "u", idmappedRootfs, "execfile")} {
+		var fst unix.Stat_t
+		if err := unix.Stat(f, &fst); err != nil || fst.Uid != 100000 || fst.Gid != 100000 {
+			t.Errorf("%s on the host: uid %d gid %d, %v; want 100000", f, fst.Uid, fst.Gid, err)
+		}
+	}
+	for _, f := range []string{filepath.Join(upper, "rootfile"), filepath.Join(idvol, "new")} {
+		var fst unix.Stat_t
+		if err := unix.Stat(f, &fst); err != nil || fst.Uid != 0 || fst.Gid != 0 {
+			t.Errorf("%s on disk: uid %d gid %d, %v; want 0 (written through an idmapped mount)", f, fst.Uid, fst.Gid, err)
+		}
 	}
 	if err := p.r.Delete(ctx, "u"); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,10 +18,12 @@ import (
 	"github.com/berth-dev/berth/test/harness"
 )
 
-// A pod with a user namespace (hostUsers: false), on the runc handler: root
-// inside, an unprivileged uid outside, and what it writes in a hostPath
-// volume belongs on the host to the mapped uid.
-func TestUserNamespacePod(t *testing.T) {
+// A pod with a user namespace (hostUsers: false), on the built-in runtime
+// and on runc: root inside and an unprivileged uid outside, for the
+// container and for an exec; what it writes in its rootfs and in a hostPath
+// volume belongs on the host to the mapped uid; a volume kubelet asks to be
+// idmapped shows host root's files as the pod root's.
+func TestUsernsPod(t *testing.T) {
 	if _, err := os.Stat(runcPath); err != nil {
 		t.Skip("no runc (apt-get install runc)")
 	}
@@ -46,21 +49,50 @@ func TestUserNamespacePod(t *testing.T) {
 	for _, h := range st.RuntimeHandlers {
 		userns[h.Name] = h.GetFeatures().GetUserNamespaces()
 	}
-	if userns[""] || !userns["runc"] {
-		t.Errorf("Status user_namespaces by handler: %v, want only runc", userns)
+	if !userns[""] || !userns["runc"] {
+		t.Errorf("Status user_namespaces by handler: %v, want both", userns)
 	}
 
-	const base = 1 << 20 // host ids base .. base+65535
+	mapping := func(host, ctr uint32) []*runtimeapi.IDMapping {
+		return []*runtimeapi.IDMapping{{HostId: host, ContainerId: ctr, Length: 65536}}
+	}
+	invalid := map[string]*runtimeapi.UserNamespace{
+		"CONTAINER":        {Mode: runtimeapi.NamespaceMode_CONTAINER, Uids: mapping(1<<20, 0), Gids: mapping(1<<20, 0)},
+		"TARGET":           {Mode: runtimeapi.NamespaceMode_TARGET, Uids: mapping(1<<20, 0), Gids: mapping(1<<20, 0)},
+		"several mappings": {Mode: runtimeapi.NamespaceMode_POD, Uids: append(mapping(1<<20, 0), mapping(1<<21, 65536)...), Gids: mapping(1<<20, 0)},
+		"unmapped root":    {Mode: runtimeapi.NamespaceMode_POD, Uids: mapping(1<<20, 1), Gids: mapping(1<<20, 1)},
+	}
+	for name, u := range invalid {
+		for _, handler := range []string{"", "runc"} {
+			cfg := podConfig(t, "userns-bad")
+			cfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions = u
+			if id, err := rt.RunPodSandbox(ctx, cfg, handler); status.Code(err) != codes.InvalidArgument {
+				t.Errorf("user namespace %s on handler %q: %v, want InvalidArgument", name, handler, err)
+				if err == nil {
+					rt.StopPodSandbox(ctx, id)
+					rt.RemovePodSandbox(ctx, id)
+				}
+			}
+		}
+	}
+
+	for i, handler := range []string{"", "runc"} {
+		t.Run("handler="+handler, func(t *testing.T) {
+			testUsernsPod(t, e, handler, uint32(1+i)<<20)
+		})
+	}
+}
+
+// testUsernsPod runs a pod on handler with host ids base .. base+65535.
+func testUsernsPod(t *testing.T, e *podEnv, handler string, base uint32) {
+	ctx := context.Background()
+	rt := e.d.Runtime
 	podCfg := podConfig(t, "userns")
+	ids := []*runtimeapi.IDMapping{{HostId: base, ContainerId: 0, Length: 65536}}
 	podCfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{
-		Mode: runtimeapi.NamespaceMode_POD,
-		Uids: []*runtimeapi.IDMapping{{HostId: base, ContainerId: 0, Length: 65536}},
-		Gids: []*runtimeapi.IDMapping{{HostId: base, ContainerId: 0, Length: 65536}},
+		Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids,
 	}
-	if _, err := rt.RunPodSandbox(ctx, podCfg, ""); status.Code(err) != codes.Unimplemented {
-		t.Errorf("user namespace on the built-in runtime: %v, want Unimplemented", err)
-	}
-	podID, err := rt.RunPodSandbox(ctx, podCfg, "runc")
+	podID, err := rt.RunPodSandbox(ctx, podCfg, handler)
 	if err != nil {
 		t.Fatalf("RunPodSandbox: %v", err)
 	}
@@ -80,8 +112,17 @@ func TestUserNamespacePod(t *testing.T) {
 	if err := os.Chmod(vol, 0o777); err != nil {
 		t.Fatal(err)
 	}
+	// Kubelet sets a volume's mappings (the pod's) for the runtime to idmap
+	// it: host root's files there are the pod root's.
+	idvol := t.TempDir()
+	if err := os.WriteFile(filepath.Join(idvol, "hostroot"), []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := e.containerConfig("box", "sh", "-c", "echo from-pod > /vol/f; exec sleep 1000")
-	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol}}
+	cfg.Mounts = []*runtimeapi.Mount{
+		{ContainerPath: "/vol", HostPath: vol},
+		{ContainerPath: "/idvol", HostPath: idvol, UidMappings: ids, GidMappings: ids},
+	}
 	id := e.startContainer(t, podID, podCfg, cfg)
 
 	// The container wrote /vol/f before it became sleep.
@@ -91,10 +132,16 @@ func TestUserNamespacePod(t *testing.T) {
 	if out := e.execOut(t, id, "id", "-u"); out != "0\n" {
 		t.Errorf("uid inside: %q, want 0", out)
 	}
+	if out, want := strings.Fields(e.execOut(t, id, "cat", "/proc/self/uid_map")), []string{"0", fmt.Sprint(base), "65536"}; !slices.Equal(out, want) {
+		t.Errorf("uid_map inside: %q, want %q", out, want)
+	}
 	// The image's files (host root's on disk) are the pod root's, through
 	// the idmapped rootfs, and root can write where the image lets root.
 	if out := e.execOut(t, id, "sh", "-c", "stat -c %u:%g /bin/busybox && touch /etc/ok && echo wrote"); out != "0:0\nwrote\n" {
 		t.Errorf("rootfs inside: %q", out)
+	}
+	if out := e.execOut(t, id, "sh", "-c", "cat /idvol/hostroot && stat -c %u:%g /idvol/hostroot && echo x > /idvol/new"); out != "secret\n0:0\n" {
+		t.Errorf("idmapped volume inside: %q", out)
 	}
 	pid := containerPid(t, e, id)
 	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -105,13 +152,20 @@ func TestUserNamespacePod(t *testing.T) {
 		t.Errorf("host uid of the container: %q, want %d", f, base)
 	}
 	e.execOut(t, id, "sh", "-c", "echo from-exec > /vol/g")
-	for _, name := range []string{"f", "g"} {
+	// The rootfs file as the host sees the container's rootfs.
+	owners := map[string]uint32{
+		filepath.Join(vol, "f"): base, filepath.Join(vol, "g"): base,
+		fmt.Sprintf("/proc/%d/root/etc/ok", pid): base,
+		filepath.Join(idvol, "new"):              0,
+	}
+	for name, want := range owners {
 		var st syscall.Stat_t
-		if err := syscall.Stat(filepath.Join(vol, name), &st); err != nil {
-			t.Fatal(err)
+		if err := syscall.Stat(name, &st); err != nil {
+			t.Error(err)
+			continue
 		}
-		if st.Uid != base || st.Gid != base {
-			t.Errorf("volume file %s on the host belongs to %d:%d, want %d:%d", name, st.Uid, st.Gid, base, base)
+		if st.Uid != want || st.Gid != want {
+			t.Errorf("%s on the host belongs to %d:%d, want %d:%d", name, st.Uid, st.Gid, want, want)
 		}
 	}
 	if err := rt.StopContainer(ctx, id, 1); err != nil {

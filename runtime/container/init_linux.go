@@ -8,6 +8,7 @@
 package container
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -17,6 +18,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/berth-dev/berth/errdefs"
@@ -49,6 +52,10 @@ const (
 	// for, and the status it reports back.
 	goFd     = 4
 	statusFd = 5
+	// The bundle (an O_PATH fd) and its config.json, opened by the first
+	// stage.
+	bundleFd = 6
+	configFd = 7
 
 	childEnv       = "_BERTH_INIT_CHILD"
 	statusCreated  = 'c'
@@ -73,7 +80,17 @@ func reportError(w io.Writer, err error) int {
 
 // LoadSpec reads bundle/config.json.
 func LoadSpec(bundle string) (*specs.Spec, error) {
-	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	f, err := os.Open(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	return readSpec(f)
+}
+
+// readSpec reads and checks a config.json from f, and closes f.
+func readSpec(f *os.File) (*specs.Spec, error) {
+	b, err := io.ReadAll(f)
+	f.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -130,12 +147,34 @@ func startInit(bundle string, sync *os.File) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	flags := uintptr(unix.CLONE_NEWNS)
-	var join []struct {
-		fd   int
-		kind specs.LinuxNamespaceType
+	// Handed to the child, which may not reach them by path (in a user
+	// namespace it is no longer host root).
+	bundleDir, err := os.OpenFile(bundle, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return 1, fmt.Errorf("open bundle: %w", err)
 	}
+	defer bundleDir.Close()
+	config, err := os.Open(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return 1, err
+	}
+	defer config.Close()
+	flags := uintptr(unix.CLONE_NEWNS)
+	var join []nsFile
+	var userns *nsFile
 	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace {
+			if ns.Path == "" {
+				return 1, fmt.Errorf("a user namespace of the container's own: %w", errdefs.ErrNotImplemented)
+			}
+			f, err := os.Open(ns.Path)
+			if err != nil {
+				return 1, fmt.Errorf("open user namespace: %w", err)
+			}
+			defer f.Close()
+			userns = &nsFile{f, ns.Type}
+			continue
+		}
 		f, ok := cloneFlags[ns.Type]
 		if !ok {
 			return 1, fmt.Errorf("%s namespace: %w", ns.Type, errdefs.ErrNotImplemented)
@@ -147,27 +186,15 @@ func startInit(bundle string, sync *os.File) (int, error) {
 		if ns.Type == specs.MountNamespace {
 			return 1, fmt.Errorf("joining a mount namespace: %w", errdefs.ErrNotImplemented)
 		}
-		fd, err := unix.Open(ns.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		nf, err := os.Open(ns.Path)
 		if err != nil {
 			return 1, fmt.Errorf("open %s namespace: %w", ns.Type, err)
 		}
-		defer unix.Close(fd)
-		join = append(join, struct {
-			fd   int
-			kind specs.LinuxNamespaceType
-		}{fd, ns.Type})
+		defer nf.Close()
+		join = append(join, nsFile{nf, ns.Type})
 	}
 	if err := joinCgroup(spec.Linux.CgroupsPath); err != nil {
 		return 1, err
-	}
-	// setns of these kinds works per thread; the child is cloned from this
-	// thread and inherits them. The thread is never unlocked, so the Go
-	// runtime retires it instead of reusing it.
-	runtime.LockOSThread()
-	for _, j := range join {
-		if err := unix.Setns(j.fd, int(cloneFlags[j.kind])); err != nil {
-			return 1, fmt.Errorf("join %s namespace: %w", j.kind, err)
-		}
 	}
 	goR, goW, err := os.Pipe()
 	if err != nil {
@@ -179,21 +206,26 @@ func startInit(bundle string, sync *os.File) (int, error) {
 	}
 	cmd := &exec.Cmd{
 		// /proc/self/exe is the sealed memfd copy we run from (nsexec).
-		Path:        "/proc/self/exe",
-		Args:        []string{"berth-shim", "init", "--bundle", bundle},
-		Env:         []string{childEnv + "=1"},
-		Stdin:       os.Stdin,
-		Stdout:      os.Stdout,
-		Stderr:      os.Stderr,
-		ExtraFiles:  []*os.File{sync, goR, stW}, // fds 3, 4, 5
-		SysProcAttr: &syscall.SysProcAttr{Cloneflags: flags},
+		Path:       "/proc/self/exe",
+		Args:       []string{"berth-shim", "init", "--bundle", bundle},
+		Env:        []string{childEnv + "=1"},
+		Stdin:      os.Stdin,
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
+		ExtraFiles: []*os.File{sync, goR, stW, bundleDir, config}, // fds 3-7
 	}
-	if err := cmd.Start(); err != nil {
-		return 1, fmt.Errorf("clone container process: %w", err)
+	var pid int
+	if userns != nil {
+		pid, err = startInUserns(cmd, spec, bundle, flags, *userns, join)
+	} else {
+		pid, err = startInNamespaces(cmd, flags, join)
 	}
 	goR.Close()
 	stW.Close()
-	writeSync(sync, SyncMessage{Type: "pid", Pid: cmd.Process.Pid})
+	if err != nil {
+		return 1, err
+	}
+	writeSync(sync, SyncMessage{Type: "pid", Pid: pid})
 	// Only now may the child speak on the sync pipe.
 	goW.Write([]byte{1})
 	goW.Close()
@@ -204,11 +236,157 @@ func startInit(bundle string, sync *os.File) (int, error) {
 		// inherits it when we exit.
 		return 0, nil
 	}
-	state, _ := cmd.Process.Wait()
 	if n == 1 && b[0] == statusReported {
 		return 1, nil
 	}
-	return 1, fmt.Errorf("container process died during setup: %v", state)
+	if userns == nil {
+		state, _ := cmd.Process.Wait()
+		return 1, fmt.Errorf("container process died during setup: %v", state)
+	}
+	// Not our child (the monitor reaps it).
+	return 1, errors.New("container process died during setup")
+}
+
+// nsFile is a namespace to join.
+type nsFile struct {
+	f    *os.File
+	kind specs.LinuxNamespaceType
+}
+
+// startInNamespaces clones the container process into new namespaces
+// (flags) after joining the given ones on this thread, and returns its pid.
+func startInNamespaces(cmd *exec.Cmd, flags uintptr, join []nsFile) (int, error) {
+	// setns of these kinds works per thread; the child is cloned from this
+	// thread and inherits them. The thread is never unlocked, so the Go
+	// runtime retires it instead of reusing it.
+	runtime.LockOSThread()
+	for _, j := range join {
+		if err := unix.Setns(int(j.f.Fd()), int(cloneFlags[j.kind])); err != nil {
+			return 0, fmt.Errorf("join %s namespace: %w", j.kind, err)
+		}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("clone container process: %w", err)
+	}
+	return cmd.Process.Pid, nil
+}
+
+// startInUserns starts the container process of a pod with a user
+// namespace: the child's nsexec constructor joins userns and then the other
+// namespaces, unshares flags and forks the container process, whose pid it
+// reports (see init_in_userns in nsexec.c). What the container's root must
+// reach but may not by path is prepared here, as host root: its exec FIFO
+// is given to it, and bind mount sources are opened as detached mounts it
+// only attaches.
+func startInUserns(cmd *exec.Cmd, spec *specs.Spec, bundle string, flags uintptr, userns nsFile, join []nsFile) (int, error) {
+	uid, uok := hostID(spec.Linux.UIDMappings, 0)
+	gid, gok := hostID(spec.Linux.GIDMappings, 0)
+	if !uok || !gok {
+		return 0, fmt.Errorf("a user namespace needs uid and gid mappings of root: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := unix.Fchownat(unix.AT_FDCWD, filepath.Join(bundle, ExecFifo), int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, fmt.Errorf("give the exec fifo to the container's root: %w", err)
+	}
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer repR.Close()
+	cmd.ExtraFiles = append(cmd.ExtraFiles, repW) // fd 8
+	env := fmt.Sprintf("%s=%d,%d", usernsEnv, 2+len(cmd.ExtraFiles), flags)
+	for _, j := range append([]nsFile{userns}, join...) {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, j.f)
+		env += "," + strconv.Itoa(2+len(cmd.ExtraFiles))
+	}
+	var mounts []string
+	for i, m := range spec.Mounts {
+		if !isBind(m) {
+			continue
+		}
+		tree, err := detachedBind(m)
+		if err != nil {
+			repW.Close()
+			return 0, fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		defer tree.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, tree)
+		mounts = append(mounts, fmt.Sprintf("%d:%d", i, 2+len(cmd.ExtraFiles)))
+	}
+	cmd.Env = append(cmd.Env, env, mountsEnv+"="+strings.Join(mounts, ","))
+	err = cmd.Start()
+	repW.Close()
+	if err != nil {
+		return 0, fmt.Errorf("start container process: %w", err)
+	}
+	// The child writes one line and exits; it is ours to reap.
+	line, rerr := bufio.NewReader(repR).ReadString('\n')
+	werr := cmd.Wait()
+	if msg, ok := strings.CutPrefix(strings.TrimSpace(line), "error "); ok {
+		return 0, fmt.Errorf("container process: %s", msg)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(line, "pid %d", &pid); err != nil || pid <= 0 {
+		return 0, fmt.Errorf("container process in the user namespace did not start (%v, %v)", werr, rerr)
+	}
+	return pid, nil
+}
+
+// Environment of init's child in a user namespace: for nsexec, what to
+// join and unshare; for the Go side, the detached bind mounts by index in
+// spec.Mounts ("I:FD,...").
+const (
+	usernsEnv = "_BERTH_INIT_USERNS"
+	mountsEnv = "_BERTH_INIT_MOUNTS"
+)
+
+// parseMountFds reads mountsEnv: spec.Mounts index to detached mount fd.
+func parseMountFds(v string) (map[int]int, error) {
+	fds := map[int]int{}
+	for _, kv := range strings.Split(v, ",") {
+		if kv == "" {
+			continue
+		}
+		var i, fd int
+		if _, err := fmt.Sscanf(kv, "%d:%d", &i, &fd); err != nil {
+			return nil, fmt.Errorf("%s %q: %w", mountsEnv, v, err)
+		}
+		unix.CloseOnExec(fd)
+		fds[i] = fd
+	}
+	return fds, nil
+}
+
+// hostID is the host id that id maps to.
+func hostID(maps []specs.LinuxIDMapping, id uint32) (uint32, bool) {
+	for _, m := range maps {
+		if id >= m.ContainerID && uint64(id) < uint64(m.ContainerID)+uint64(m.Size) {
+			return m.HostID + id - m.ContainerID, true
+		}
+	}
+	return 0, false
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	o := parseMountOpts(m.Options)
+	return o.bind && m.Type != "cgroup" && m.Type != "cgroup2"
+}
+
+// detachedBind clones the mount source of bind mount m into a detached
+// mount (the whole tree below it for rbind), for the container to attach.
+func detachedBind(m specs.Mount) (*os.File, error) {
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	if parseMountOpts(m.Options).rbind {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, m.Source, flags)
+	if err != nil {
+		return nil, &os.PathError{Op: "open_tree", Path: m.Source, Err: err}
+	}
+	return os.NewFile(uintptr(fd), m.Source), nil
 }
 
 // joinCgroup moves this process (and so the container it clones) into
@@ -271,12 +449,7 @@ func initChild(args []string) int {
 		return 1 // first stage died; nobody is listening
 	}
 	goR.Close()
-	fs := flag.NewFlagSet("init", flag.ContinueOnError)
-	bundle := fs.String("bundle", "", "")
-	if err := fs.Parse(args); err != nil {
-		return fail(err)
-	}
-	pr, fifo, err := createContainer(*bundle)
+	pr, fifo, err := createContainer()
 	if err != nil {
 		return fail(err)
 	}
@@ -297,8 +470,13 @@ func initChild(args []string) int {
 
 // createContainer builds the container around the process and returns it
 // ready to execute, plus an O_PATH fd of the bundle to find the FIFO in.
-func createContainer(bundle string) (*prepared, int, error) {
-	spec, err := LoadSpec(bundle)
+func createContainer() (*prepared, int, error) {
+	// The first stage's fds: kept for after pivot_root, when the bundle is
+	// out of reach by path (and in a user namespace, out of reach anyway).
+	unix.CloseOnExec(bundleFd)
+	unix.CloseOnExec(configFd)
+	fifo := bundleFd
+	spec, err := readSpec(os.NewFile(configFd, "config.json"))
 	if err != nil {
 		return nil, -1, err
 	}
@@ -310,10 +488,10 @@ func createContainer(bundle string) (*prepared, int, error) {
 			s.newCgroupNS = s.newCgroupNS || ns.Type == specs.CgroupNamespace
 		}
 	}
-	// Kept for after pivot_root, when the bundle is out of reach by path.
-	fifo, err := unix.Open(bundle, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, -1, fmt.Errorf("open bundle: %w", err)
+	if s.hasNS[specs.UserNamespace] {
+		if s.mountFds, err = parseMountFds(os.Getenv(mountsEnv)); err != nil {
+			return nil, -1, err
+		}
 	}
 	if err := s.prepareRootfs(); err != nil {
 		return nil, -1, err

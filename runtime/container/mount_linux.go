@@ -223,6 +223,34 @@ func (s *setup) bindMount(m specs.Mount, o mountOpts) error {
 	return s.afterMount(m.Destination, o)
 }
 
+// attachBind attaches tree, the detached clone of bind mount m's source
+// that the first stage made, at m's destination.
+func (s *setup) attachBind(m specs.Mount, tree int) error {
+	defer unix.Close(tree)
+	o := parseMountOpts(m.Options)
+	if len(o.data) > 0 {
+		return fmt.Errorf("bind mount options %v: %w", o.data, errdefs.ErrInvalidArgument)
+	}
+	dir, err := isDirFd(tree)
+	if err != nil {
+		return err
+	}
+	var target int
+	if dir {
+		target, err = mkdirAllIn(s.root, m.Destination, 0o755)
+	} else {
+		target, err = mkfileIn(s.root, m.Destination)
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(target)
+	if err := moveMountOnto(tree, target); err != nil {
+		return fmt.Errorf("move_mount: %w", err)
+	}
+	return s.afterMount(m.Destination, o)
+}
+
 // mountCgroup gives the container a view of its own cgroups. On a cgroup v2
 // host that is a cgroup2 mount (rooted at the container's cgroup when it has
 // a cgroup namespace). On a v1 or hybrid host it is a tmpfs with, for each

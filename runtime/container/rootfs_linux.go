@@ -19,6 +19,9 @@ type setup struct {
 	newUTS      bool
 	newCgroupNS bool
 	hasNS       map[specs.LinuxNamespaceType]bool
+	// mountFds are the detached bind mounts the first stage made for a
+	// container in a user namespace, by index in spec.Mounts.
+	mountFds map[int]int
 }
 
 type device struct {
@@ -81,8 +84,14 @@ func (s *setup) prepareRootfs() error {
 	// Devices get exactly the modes given.
 	unix.Umask(0)
 	devMounted := false
-	for _, m := range s.spec.Mounts {
-		if err := s.mountOne(m); err != nil {
+	for i, m := range s.spec.Mounts {
+		var err error
+		if tree, ok := s.mountFds[i]; ok {
+			err = s.attachBind(m, tree)
+		} else {
+			err = s.mountOne(m)
+		}
+		if err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.Type, m.Destination, err)
 		}
 		if path.Clean(m.Destination) == "/dev" && m.Type != "bind" {
@@ -105,7 +114,15 @@ func (s *setup) prepareRootfs() error {
 		devs = append(devs, device{d.Path, kind, d.Major, d.Minor, mode})
 	}
 	for _, d := range devs {
-		if err := s.mknod(d, s.spec.Linux.Devices); err != nil {
+		var err error
+		if s.hasNS[specs.UserNamespace] {
+			// No device can be made in a user namespace: the host's
+			// device node is bound instead, as runc does.
+			err = s.bindDevice(d)
+		} else {
+			err = s.mknod(d, s.spec.Linux.Devices)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -194,6 +211,37 @@ func (s *setup) mknod(d device, specDevs []specs.LinuxDevice) error {
 	}
 	if err := unix.Fchownat(parent, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("chown %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// bindDevice binds the host's device node at d.path (the same path) over an
+// empty file at d.path in the rootfs, after checking it is the device asked
+// for.
+func (s *setup) bindDevice(d device) error {
+	p := path.Clean("/" + d.path)
+	src, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open host device %s: %w", p, err)
+	}
+	defer unix.Close(src)
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != d.kind || (d.kind != unix.S_IFIFO && st.Rdev != unix.Mkdev(uint32(d.major), uint32(d.minor))) {
+		return fmt.Errorf("host %s is not device %d:%d: %w", p, d.major, d.minor, errdefs.ErrInvalidArgument)
+	}
+	if err := s.mknodPlaceholder(p); err != nil {
+		return err
+	}
+	dst, err := openIn(s.root, p, unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dst)
+	if err := bindFd(src, dst, false); err != nil {
+		return fmt.Errorf("bind device %s: %w", p, err)
 	}
 	return nil
 }

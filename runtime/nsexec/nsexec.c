@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/sendfile.h>
@@ -41,6 +43,13 @@ int berth_exec_joined = 0;
 
 #define SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
+// NS_GET_NSTYPE from <linux/nsfs.h>: the CLONE_NEW* kind of an nsfs fd.
+#define BERTH_NS_GET_NSTYPE _IO(0xb7, 0x3)
+
+// Where die reports: stderr, or the init's report pipe (see
+// init_in_userns), whose reader puts the message in the container's state.
+static int report_fd = 2;
+
 static void die(const char *fmt, ...) {
 	char buf[512];
 	int saved = errno;
@@ -48,7 +57,10 @@ static void die(const char *fmt, ...) {
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
-	dprintf(2, "berth-shim: %s: %s\n", buf, strerror(saved));
+	if (report_fd != 2)
+		dprintf(report_fd, "error %s: %s\n", buf, strerror(saved));
+	else
+		dprintf(2, "berth-shim: %s: %s\n", buf, strerror(saved));
 	_exit(SETUP_FAILED);
 }
 
@@ -159,6 +171,65 @@ static void join_cgroups(const char *pid) {
 	fclose(f);
 }
 
+// become_userns_root makes the ids root of the user namespace just joined
+// (the pod's root on the host). Until then they are host root's, which the
+// namespace does not map: files could not even be created.
+static void become_userns_root(void) {
+	if (setresgid(0, 0, 0) < 0)
+		die("setresgid to the user namespace's root");
+	if (setgroups(0, NULL) < 0)
+		die("setgroups in the user namespace");
+	if (setresuid(0, 0, 0) < 0)
+		die("setresuid to the user namespace's root");
+}
+
+// init_in_userns is the child of `berth-shim init` for a container in a
+// pod's user namespace. Go cannot join a user namespace (setns refuses a
+// multi-threaded process), and the container's own mount and pid
+// namespaces must be made after that, so that they belong to it (or root
+// in it could not mount anything). spec is
+// "REPORTFD,UNSHAREFLAGS,NSFD,NSFD,...": the namespaces to join, the user
+// namespace first. This process joins them, unshares the new ones and forks
+// the container process (pid 1 of a new pid namespace), which returns into
+// Go; this one reports its pid on REPORTFD and exits.
+static void init_in_userns(const char *spec) {
+	char *end;
+	errno = 0;
+	long rfd = strtol(spec, &end, 10);
+	if (errno || *end != ',' || rfd < 3) {
+		errno = EINVAL;
+		die("bad _BERTH_INIT_USERNS %s", spec);
+	}
+	report_fd = (int)rfd;
+	unsigned long flags = strtoul(end + 1, &end, 10);
+	while (*end == ',') {
+		long fd = strtol(end + 1, &end, 10);
+		int type = ioctl((int)fd, BERTH_NS_GET_NSTYPE);
+		if (type < 0)
+			die("namespace fd %ld", fd);
+		if (setns((int)fd, type) < 0)
+			die("setns namespace fd %ld (type %#x)", fd, type);
+		close((int)fd);
+	}
+	if (*end != 0) {
+		errno = EINVAL;
+		die("bad _BERTH_INIT_USERNS %s", spec);
+	}
+	become_userns_root();
+	if (unshare((int)flags) < 0)
+		die("unshare %#lx", flags);
+	pid_t c = fork();
+	if (c < 0)
+		die("fork the container process");
+	if (c == 0) {
+		close(report_fd);
+		report_fd = 2;
+		return;
+	}
+	dprintf(report_fd, "pid %d\n", (int)c);
+	_exit(0);
+}
+
 static volatile pid_t child_pid;
 
 static void forward_signal(int sig) {
@@ -166,14 +237,16 @@ static void forward_signal(int sig) {
 		kill(child_pid, sig);
 }
 
-// The namespaces an exec joins, mnt last: after it, host paths are gone.
-// The user namespace is not joined (berth does not run containers in one).
+// The namespaces an exec joins: the user namespace first (a pod's, which
+// owns the others: joining them then needs only its capabilities), mnt
+// last (after it, host paths are gone).
 static const struct {
 	const char *name;
 	int type;
 } namespaces[] = {
-	{"cgroup", CLONE_NEWCGROUP}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
-	{"net", CLONE_NEWNET},       {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS},
+	{"user", CLONE_NEWUSER}, {"cgroup", CLONE_NEWCGROUP}, {"ipc", CLONE_NEWIPC},
+	{"uts", CLONE_NEWUTS},   {"net", CLONE_NEWNET},       {"pid", CLONE_NEWPID},
+	{"mnt", CLONE_NEWNS},
 };
 #define NUM_NS (sizeof namespaces / sizeof namespaces[0])
 
@@ -219,7 +292,10 @@ static void join_container(int argc, char **argv) {
 			fds[i] = -1;
 		}
 	}
+	// Cgroups first: in the container's user namespace, the host's
+	// cgroup files are no longer ours to write.
 	join_cgroups(pid);
+	int joined_user = fds[0] >= 0;
 	for (size_t i = 0; i < NUM_NS; i++) {
 		if (fds[i] < 0)
 			continue;
@@ -227,6 +303,8 @@ static void join_container(int argc, char **argv) {
 			die("setns %s of pid %s", namespaces[i].name, pid);
 		close(fds[i]);
 	}
+	if (joined_user)
+		become_userns_root();
 	// setns(mnt) put cwd at the namespace's root; make that explicit so no
 	// host directory can stay our cwd.
 	if (chdir("/") < 0)
@@ -282,4 +360,7 @@ __attribute__((constructor)) static void berth_nsexec(int argc, char **argv, cha
 		die("prctl(PR_SET_DUMPABLE)");
 	if (is_exec)
 		join_container(argc, argv);
+	const char *userns = getenv("_BERTH_INIT_USERNS");
+	if (is_init && userns)
+		init_in_userns(userns);
 }
