@@ -1,17 +1,22 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // execCommandLine wraps cmd for the options CRI's ExecRequest has no field
-// for: -e through env(1) and -w through sh's cd. Both need the programs in
-// the image (busybox and most distributions have them); -u has no such
-// route and is refused. berthd could take them as an extension.
+// for: -e through env(1) and -w through sh's cd. Only for a berthd without
+// the exec extension: both need the programs in the image (busybox and most
+// distributions have them).
 func execCommandLine(cmd []string, env []*runtimeapi.KeyValue, workdir string) []string {
 	if len(env) > 0 {
 		pre := []string{"env"}
@@ -26,27 +31,83 @@ func execCommandLine(cmd []string, env []*runtimeapi.KeyValue, workdir string) [
 	return cmd
 }
 
+// execOptions are exec's flags.
+type execOptions struct {
+	interactive, tty, detach bool
+	env                      []*runtimeapi.KeyValue
+	user, workdir            string
+	detachKeys               string
+}
+
+// extExec starts the exec through berthd's extension, which takes user,
+// env, working directory and detach. It returns the streaming URL ("" when
+// detached).
+func (c *cli) extExec(ctx context.Context, id string, argv []string, o execOptions) (string, error) {
+	cmd := make([]any, len(argv))
+	for i, a := range argv {
+		cmd[i] = a
+	}
+	env := make([]any, len(o.env))
+	for i, kv := range o.env {
+		env[i] = kv.Key + "=" + string(kv.Value)
+	}
+	resp, err := c.callExt(ctx, extExecMethod, map[string]any{
+		"containerId": id, "cmd": cmd, "env": env, "user": o.user, "workdir": o.workdir,
+		"tty": o.tty, "stdin": o.interactive, "detach": o.detach,
+	})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetFields()["url"].GetStringValue(), nil
+}
+
+// criExec starts the exec through CRI's Exec, for a berthd without the
+// extension: -u and -d cannot be done there.
+func (c *cli) criExec(ctx context.Context, rt runtimeapi.RuntimeServiceClient, id string, argv []string, o execOptions) (url string, err error) {
+	if o.detach {
+		return "", withCode(125, invalid("exec -d: this berthd has no detached exec (CRI's Exec ends the process with the client)"))
+	}
+	if o.user != "" {
+		return "", withCode(125, invalid("exec -u: this berthd has no exec extension and CRI's Exec has no user field"))
+	}
+	argv = execCommandLine(argv, o.env, o.workdir)
+	req := &runtimeapi.ExecRequest{ContainerId: id, Cmd: argv, Tty: o.tty, Stdin: o.interactive, Stdout: true, Stderr: !o.tty}
+	resp, err := rt.Exec(ctx, req)
+	if isUnimplemented(err) && !o.interactive && !o.tty {
+		// Without streams ExecSync does: it buffers the output.
+		r, serr := rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: argv})
+		if serr != nil {
+			return "", withCode(126, rpcError("ExecSync", serr))
+		}
+		_, _ = os.Stdout.Write(r.GetStdout())
+		_, _ = os.Stderr.Write(r.GetStderr())
+		if r.GetExitCode() != 0 {
+			return "", &exitError{code: int(r.GetExitCode()), silent: true}
+		}
+		return "", nil
+	}
+	if err != nil {
+		return "", withCode(126, rpcError("Exec", err))
+	}
+	return resp.GetUrl(), nil
+}
+
 func newExecCommand(c *cli) *cobra.Command {
-	var interactive, tty, detach bool
+	var o execOptions
 	var env []string
-	var user, workdir, detachKeys string
 	cmd := &cobra.Command{
 		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
 		Short: "Execute a command in a running container",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if detach {
-				// CRI has no detached exec: Exec streams and ExecSync waits,
-				// and both end the process when the client goes.
-				return withCode(125, invalid("exec -d: CRI has no detached exec"))
-			}
-			if user != "" {
-				return withCode(125, invalid("exec -u: CRI's Exec has no user field; berthd runs exec as the container's user"))
-			}
 			kvs, err := parseEnv(env, os.LookupEnv)
 			if err != nil {
 				return withCode(125, err)
+			}
+			o.env = kvs
+			if o.tty && o.interactive && !o.detach && !term.IsTerminal(int(os.Stdin.Fd())) {
+				return withCode(125, errors.New("the input device is not a TTY"))
 			}
 			rt, err := c.runtime(ctx)
 			if err != nil {
@@ -59,26 +120,25 @@ func newExecCommand(c *cli) *cobra.Command {
 			if ct.status.GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING {
 				return fmt.Errorf("container %s is not running", ct.ID)
 			}
-			argv := execCommandLine(args[1:], kvs, workdir)
-			req := &runtimeapi.ExecRequest{ContainerId: ct.ID, Cmd: argv, Tty: tty, Stdin: interactive, Stdout: true, Stderr: !tty}
-			resp, err := rt.Exec(ctx, req)
-			if isUnimplemented(err) && !interactive && !tty {
-				// Without streams ExecSync does: it buffers the output.
-				r, serr := rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: ct.ID, Cmd: argv})
-				if serr != nil {
-					return withCode(126, rpcError("ExecSync", serr))
+			url, err := c.extExec(ctx, ct.ID, args[1:], o)
+			if status.Code(err) == codes.Unimplemented {
+				url, err = c.criExec(ctx, rt, ct.ID, args[1:], o)
+				if err != nil || url == "" {
+					return err
 				}
-				_, _ = os.Stdout.Write(r.GetStdout())
-				_, _ = os.Stderr.Write(r.GetStderr())
-				if r.GetExitCode() != 0 {
-					return &exitError{code: int(r.GetExitCode()), silent: true}
+			} else if err != nil {
+				var ee *exitError
+				if errors.As(err, &ee) {
+					return err
 				}
+				// docker: an exec that cannot start (an unknown user, a
+				// bad working directory) is 126.
+				return withCode(126, errors.New(daemonMessage(err)))
+			}
+			if o.detach {
 				return nil
 			}
-			if err != nil {
-				return withCode(126, rpcError("Exec", err))
-			}
-			_, err = stream(ctx, resp.GetUrl(), streamOpts{stdin: interactive, stdout: true, stderr: !tty, tty: tty, detachKeys: detachKeys})
+			_, err = stream(ctx, url, streamOpts{stdin: o.interactive, stdout: true, stderr: !o.tty, tty: o.tty, detachKeys: o.detachKeys})
 			if code, ok := exitStatus(err); ok {
 				return &exitError{code: code, silent: true}
 			}
@@ -90,12 +150,12 @@ func newExecCommand(c *cli) *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.SetInterspersed(false)
-	fl.BoolVarP(&interactive, "interactive", "i", false, "Keep STDIN open even if not attached")
-	fl.BoolVarP(&tty, "tty", "t", false, "Allocate a pseudo-TTY")
-	fl.BoolVarP(&detach, "detach", "d", false, "Detached mode: run command in the background")
+	fl.BoolVarP(&o.interactive, "interactive", "i", false, "Keep STDIN open even if not attached")
+	fl.BoolVarP(&o.tty, "tty", "t", false, "Allocate a pseudo-TTY")
+	fl.BoolVarP(&o.detach, "detach", "d", false, "Detached mode: run command in the background")
 	fl.StringArrayVarP(&env, "env", "e", nil, "Set environment variables")
-	fl.StringVarP(&user, "user", "u", "", "Username or UID (not supported by CRI exec)")
-	fl.StringVarP(&workdir, "workdir", "w", "", "Working directory inside the container")
-	fl.StringVar(&detachKeys, "detach-keys", "ctrl-p,ctrl-q", "Override the key sequence for detaching a container")
+	fl.StringVarP(&o.user, "user", "u", "", "Username or UID (format: \"<name|uid>[:<group|gid>]\")")
+	fl.StringVarP(&o.workdir, "workdir", "w", "", "Working directory inside the container")
+	fl.StringVar(&o.detachKeys, "detach-keys", "ctrl-p,ctrl-q", "Override the key sequence for detaching a container")
 	return cmd
 }

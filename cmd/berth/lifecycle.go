@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -35,18 +38,36 @@ func newStopCommand(c *cli) *cobra.Command {
 	return cmd
 }
 
+// parseSignal parses docker's --signal: a name with or without SIG
+// (KILL, SIGTERM, term) or a number.
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 || n > 64 {
+			return 0, invalid("invalid signal: %s", s)
+		}
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	sig := unix.SignalNum(name)
+	if sig == 0 {
+		return 0, invalid("invalid signal: %s", s)
+	}
+	return sig, nil
+}
+
 func newKillCommand(c *cli) *cobra.Command {
-	var sig string
+	var sigName string
 	cmd := &cobra.Command{
 		Use:   "kill [OPTIONS] CONTAINER [CONTAINER...]",
 		Short: "Kill one or more running containers",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s := strings.TrimPrefix(strings.ToUpper(sig), "SIG")
-			if s != "KILL" && s != "9" {
-				// CRI can stop a container (its stop signal, then SIGKILL) or
-				// kill it (a zero timeout); it has no call to send a signal.
-				return invalid("berth can only send SIGKILL (CRI has no signal call)")
+			sig, err := parseSignal(sigName)
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			rt, err := c.runtime(ctx)
@@ -58,12 +79,25 @@ func newKillCommand(c *cli) *cobra.Command {
 					if ct.status.GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING {
 						return fmt.Errorf("cannot kill container: %s: container %s is not running", ct.Name, ct.ID)
 					}
-					_, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ct.ID, Timeout: 0})
+					_, err := c.callExt(ctx, extKillMethod, map[string]any{"containerId": ct.ID, "signal": float64(sig)})
+					if !isUnimplemented(err) {
+						if err != nil {
+							return fmt.Errorf("cannot kill container: %s: %s", ct.Name, daemonMessage(err))
+						}
+						return nil
+					}
+					if sig != syscall.SIGKILL {
+						// CRI can stop a container (its stop signal, then
+						// SIGKILL) or kill it (a zero timeout); it has no
+						// call to send a signal.
+						return fmt.Errorf("cannot kill container: %s: this berthd can only send SIGKILL (no signal extension)", ct.Name)
+					}
+					_, err = rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ct.ID, Timeout: 0})
 					return rpcError("StopContainer", err)
 				})
 		},
 	}
-	cmd.Flags().StringVarP(&sig, "signal", "s", "KILL", "Signal to send to the container (only KILL)")
+	cmd.Flags().StringVarP(&sigName, "signal", "s", "KILL", "Signal to send to the container")
 	return cmd
 }
 
@@ -147,6 +181,12 @@ func startContainer(ctx context.Context, rt runtimeapi.RuntimeServiceClient, ct 
 		return "", fmt.Errorf("container %s: stored pod config: %w", ct.Name, err)
 	}
 	cfg.Annotations[annoConfig] = ct.anno(annoConfig)
+	if cfg.Labels == nil {
+		cfg.Labels = map[string]string{}
+	}
+	// The stored config has the name it was created with; a rename since
+	// changed only the label.
+	cfg.Labels[labelName] = ct.Name
 	cfg.Annotations[annoPodConfig] = ct.anno(annoPodConfig)
 	cfg.Metadata.Attempt = ct.status.GetMetadata().GetAttempt() + 1
 	if _, err := rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ct.ID}); err != nil {
