@@ -65,10 +65,21 @@ func (s *Service) PullWithProgress(req *structpb.Struct, stream grpc.ServerStrea
 		at     time.Time
 	}
 	last := map[string]seen{}
+	// layers are the digests announced as layers. imageservice announces
+	// each layer ("waiting", or "exists" when the store has it) before it
+	// downloads; the config blob is only ever "downloading". docker shows
+	// layers alone, so a digest not announced is not passed on.
+	layers := map[string]bool{}
 	var sendErr error
 	// imageservice calls progress from one goroutine at a time.
 	progress := func(p imageservice.Progress) {
 		if sendErr != nil || p.Digest == "" {
+			return
+		}
+		if p.Status == imageservice.ProgressWaiting || p.Status == imageservice.ProgressExists {
+			layers[p.Digest] = true
+		}
+		if !layers[p.Digest] {
 			return
 		}
 		prev := last[p.Digest]

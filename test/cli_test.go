@@ -578,6 +578,11 @@ func TestCLIImagesInspectAndPull(t *testing.T) {
 	if err := waitExit(t, cmd, term); err != nil {
 		t.Fatalf("pull: %v\n%s", err, term.String())
 	}
+	// Layers only: the config blob (whose digest is the image ID) has no
+	// bar, as in docker.
+	if strings.Contains(term.String(), ids[0]+": ") {
+		t.Errorf("pull drew a bar for the config blob %s:\n%s", ids[0], term.String())
+	}
 	if ids2 := strings.Fields(e.must(t, "images", "-q")); len(ids2) != 1 || ids2[0] != ids[0] {
 		t.Errorf("after pull: %v", ids2)
 	}
