@@ -62,6 +62,20 @@ func TestCLIExecUserEnvWorkdirDetach(t *testing.T) {
 		t.Errorf("exec -w /nonexistent succeeded: %+v", r)
 	}
 
+	// -i without a terminal: stdin reaches the command, stdout and stderr
+	// stay apart.
+	in := berthCmd(t, e.d, e.logRoot, "exec", "-i", "-u", "user", "ex", "sh", "-c", `read x; echo "got $x as $(id -un)"; echo err >&2; exit 9`)
+	var inOut, inErr bytes.Buffer
+	in.Stdin, in.Stdout, in.Stderr = strings.NewReader("hello\n"), &inOut, &inErr
+	if err := in.Start(); err != nil {
+		t.Fatal(err)
+	}
+	err := waitCmd(t, in)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 9 || inOut.String() != "got hello as user\n" || inErr.String() != "err\n" {
+		t.Errorf("exec -i: %v, stdout %q stderr %q; want exit 9", err, inOut.String(), inErr.String())
+	}
+
 	// -d: berth returns while the command still waits for /tmp/go (so
 	// without waiting for it), prints nothing, and the command goes on
 	// after berth has exited.
@@ -83,8 +97,7 @@ func TestCLIExecUserEnvWorkdirDetach(t *testing.T) {
 	if _, err := m.Write([]byte("exit 7\n")); err != nil {
 		t.Fatal(err)
 	}
-	err := waitExit(t, cmd, term)
-	var ee *exec.ExitError
+	err = waitExit(t, cmd, term)
 	if !errors.As(err, &ee) || ee.ExitCode() != 7 {
 		t.Errorf("exec -it: %v, want exit 7; terminal:\n%s", err, term.String())
 	}
