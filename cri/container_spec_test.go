@@ -299,3 +299,42 @@ func TestAppArmorLocalhostRefused(t *testing.T) {
 		t.Fatalf("AppArmor RuntimeDefault must be accepted (ignored): %v", err)
 	}
 }
+
+// A user-namespace pod's containers get its user namespace and mappings, and
+// a volume kubelet gives the pod's mappings (to be idmapped) keeps them;
+// mappings in a pod without a user namespace, or unlike the pod's, are
+// refused.
+func TestUsernsMounts(t *testing.T) {
+	ids := []*runtimeapi.IDMapping{{HostId: 100000, ContainerId: 0, Length: 65536}}
+	pod := specs.LinuxIDMapping{HostID: 100000, ContainerID: 0, Size: 65536}
+	host := t.TempDir()
+	in := baseInput(t, &runtimeapi.ContainerConfig{Mounts: []*runtimeapi.Mount{
+		{ContainerPath: "/plain", HostPath: host},
+		{ContainerPath: "/mapped", HostPath: host, UidMappings: ids, GidMappings: ids},
+	}})
+	in.Sandbox.UserNSPath = "/run/x/user"
+	in.Sandbox.UIDMappings = []specs.LinuxIDMapping{pod}
+	in.Sandbox.GIDMappings = []specs.LinuxIDMapping{pod}
+	s, err := buildSpec(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/run/x/user"}) || !slices.Equal(s.Linux.UIDMappings, in.Sandbox.UIDMappings) {
+		t.Errorf("namespaces %v, uid mappings %v", s.Linux.Namespaces, s.Linux.UIDMappings)
+	}
+	for _, m := range s.Mounts {
+		mapped := len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0
+		if want := m.Destination == "/mapped"; mapped != want || (want && (!slices.Equal(m.UIDMappings, []specs.LinuxIDMapping{pod}) || !slices.Equal(m.GIDMappings, []specs.LinuxIDMapping{pod}))) {
+			t.Errorf("mount %s: mappings %v %v", m.Destination, m.UIDMappings, m.GIDMappings)
+		}
+	}
+	other := []*runtimeapi.IDMapping{{HostId: 200000, ContainerId: 0, Length: 65536}}
+	in.Config.Mounts[1].UidMappings = other
+	if _, err := buildSpec(in); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("volume mapped unlike the pod: %v, want InvalidArgument", err)
+	}
+	in = baseInput(t, &runtimeapi.ContainerConfig{Mounts: []*runtimeapi.Mount{{ContainerPath: "/mapped", HostPath: host, UidMappings: ids, GidMappings: ids}}})
+	if _, err := buildSpec(in); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("volume mappings without a user namespace: %v, want InvalidArgument", err)
+	}
+}

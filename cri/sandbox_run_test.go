@@ -37,7 +37,7 @@ func TestRunRequestUserns(t *testing.T) {
 			cfg := &runtimeapi.PodSandboxConfig{
 				Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"},
 				Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-					NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: tc.u},
+					NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER, UsernsOptions: tc.u},
 				}},
 			}
 			rr, err := runRequest(cfg, "")
@@ -48,5 +48,24 @@ func TestRunRequestUserns(t *testing.T) {
 				t.Errorf("UserNS %+v", rr.UserNS)
 			}
 		})
+	}
+}
+
+// A pod's shared pid namespace is not (yet) made inside its user namespace:
+// refused up front rather than failing every container.
+func TestRunRequestUsernsSharedPid(t *testing.T) {
+	ids := []*runtimeapi.IDMapping{{HostId: 100000, ContainerId: 0, Length: 65536}}
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"},
+		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD, UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids}},
+		}},
+	}
+	if _, err := runRequest(cfg, ""); !errors.Is(err, errdefs.ErrNotImplemented) {
+		t.Errorf("user namespace with a shared pid namespace: %v, want NotImplemented", err)
+	}
+	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_CONTAINER
+	if _, err := runRequest(cfg, ""); err != nil {
+		t.Errorf("user namespace with a pid namespace per container: %v", err)
 	}
 }

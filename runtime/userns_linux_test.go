@@ -148,21 +148,13 @@ func runUsernsTest(t *testing.T, handler string) {
 		t.Fatal(err)
 	}
 	root, upper := overlayRootfs(t)
-	spec := runcSpec("sh", "-c", "echo written > /vol/f; echo root > /rootfile; exec sleep 1000")
+	spec := usernsSpec(paths, "sh", "-c", "echo written > /vol/f; echo root > /rootfile; exec sleep 1000")
 	spec.Root = &specs.Root{Path: root}
-	spec.Linux.Namespaces = []specs.LinuxNamespace{
-		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace},
-		{Type: specs.UserNamespace, Path: paths["user"]}, {Type: specs.NetworkNamespace, Path: paths["net"]},
-		{Type: specs.IPCNamespace, Path: paths["ipc"]}, {Type: specs.UTSNamespace, Path: paths["uts"]},
-	}
-	spec.Linux.UIDMappings = []specs.LinuxIDMapping{testUserns.UID}
-	spec.Linux.GIDMappings = []specs.LinuxIDMapping{testUserns.GID}
 	spec.Linux.MaskedPaths = []string{"/proc/kcore", "/proc/acpi"}
 	spec.Linux.ReadonlyPaths = []string{"/proc/sys"}
 	caps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"}
 	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
 	spec.Process.NoNewPrivileges = true
-	spec.Hostname = ""
 	spec.Mounts = append(spec.Mounts,
 		specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 		specs.Mount{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
@@ -348,5 +340,55 @@ func TestIdmappedOverlayCrashedCreate(t *testing.T) {
 	}
 	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
 		t.Errorf("bundle left: %v", err)
+	}
+}
+
+// usernsSpec is the spec of a container of the pod pinned at paths.
+func usernsSpec(paths map[string]string, args ...string) *specs.Spec {
+	spec := runcSpec(args...)
+	spec.Linux.Namespaces = []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace},
+		{Type: specs.UserNamespace, Path: paths["user"]}, {Type: specs.NetworkNamespace, Path: paths["net"]},
+		{Type: specs.IPCNamespace, Path: paths["ipc"]}, {Type: specs.UTSNamespace, Path: paths["uts"]},
+	}
+	spec.Linux.UIDMappings = []specs.LinuxIDMapping{testUserns.UID}
+	spec.Linux.GIDMappings = []specs.LinuxIDMapping{testUserns.GID}
+	spec.Hostname = ""
+	return spec
+}
+
+// TestUsernsTtyAndSysctl: in a pod's user namespace, a container's terminal
+// and an exec's terminal work, and the pod's namespaced sysctls are set.
+func TestUsernsTtyAndSysctl(t *testing.T) {
+	for _, handler := range []string{DefaultHandler, "runc"} {
+		t.Run("handler="+handler, func(t *testing.T) {
+			p, paths := usernsPod(t, handler)
+			ctx := context.Background()
+			logPath := filepath.Join(t.TempDir(), "c.log")
+			spec := usernsSpec(paths, "sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; exec sleep 1000")
+			spec.Process.Terminal = true
+			spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "80"}
+			p.create("tty", spec, CreateOptions{Handler: handler, LogPath: logPath, Tty: true})
+			if err := p.r.Start(ctx, "tty"); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			code, err := p.r.Exec(ctx, "tty", ExecOptions{
+				Process: &specs.Process{Args: []string{"sh", "-c", "[ -t 0 ] && echo tty-ok; cat /proc/self/uid_map"}, Env: []string{"PATH=/bin"}, Cwd: "/"},
+				Stdout:  &out, Tty: true,
+			})
+			if err != nil || code != 0 || !strings.Contains(out.String(), "tty-ok") || !strings.Contains(strings.Join(strings.Fields(out.String()), " "), "0 100000 65536") {
+				t.Errorf("tty Exec = %d, %v, output %q", code, err, out.String())
+			}
+			if err := p.r.Kill(ctx, "tty", unix.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.r.Wait(ctx, "tty"); err != nil {
+				t.Fatal(err)
+			}
+			if got := logLines(t, logPath); strings.Join(got, "|") != "stdout F is-a-tty\r|stdout F 80\r" {
+				t.Errorf("log %q", got)
+			}
+		})
 	}
 }

@@ -76,6 +76,17 @@ func TestUsernsPod(t *testing.T) {
 		}
 	}
 
+	shared := podConfig(t, "userns-shared-pid")
+	shared.Linux.SecurityContext.NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD,
+		UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping(1<<20, 0), Gids: mapping(1<<20, 0)}}
+	if id, err := rt.RunPodSandbox(ctx, shared, ""); status.Code(err) != codes.Unimplemented {
+		t.Errorf("user namespace with a shared pid namespace: %v, want Unimplemented", err)
+		if err == nil {
+			rt.StopPodSandbox(ctx, id)
+			rt.RemovePodSandbox(ctx, id)
+		}
+	}
+
 	for i, handler := range []string{"", "runc"} {
 		t.Run("handler="+handler, func(t *testing.T) {
 			testUsernsPod(t, e, handler, uint32(1+i)<<20)
