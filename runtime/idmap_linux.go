@@ -179,17 +179,20 @@ func overlayLayers(opts string) (lowers []string, upper, work string, err error)
 // mappings of the user namespace userns. Not recursive: the dir of an upper
 // dir also holds the overlay mount, which cannot be idmapped.
 func idmappedBind(src, dst string, userns int) error {
-	return idmappedClone(src, dst, userns, false)
+	return idmappedClone(src, dst, userns, false, false)
 }
 
-// idmappedClone is idmappedBind, of the whole tree below src if recursive
-// (every mount in it must support idmapping then). src may be a file.
-func idmappedClone(src, dst string, userns int, recursive bool) error {
+// idmappedClone is idmappedBind, of the whole tree below src if recursive,
+// idmapping every mount in it if recursiveIdmap (they must all support it
+// then). src may be a file.
+func idmappedClone(src, dst string, userns int, recursive, recursiveIdmap bool) error {
 	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
 	setFlags := uint(unix.AT_EMPTY_PATH)
 	if recursive {
 		flags |= unix.AT_RECURSIVE
-		setFlags |= unix.AT_RECURSIVE
+		if recursiveIdmap {
+			setFlags |= unix.AT_RECURSIVE
+		}
 	}
 	tree, err := unix.OpenTree(unix.AT_FDCWD, src, flags)
 	if err != nil {
@@ -223,10 +226,13 @@ func idmappedClone(src, dst string, userns int, recursive bool) error {
 
 // idmapVolumes replaces the source of every mount of s that asks for an
 // idmapped mount (uidMappings and gidMappings in the OCI mount, as cri sets
-// them from kubelet's volume mappings) by an idmapped clone of it in the
-// bundle, made with the pod's user namespace: files of host root there are
-// the pod's root's. Handlers then bind it like any other source (runc 1.1
-// knows no idmapped mounts). Only the pod's own mappings can be given.
+// them from kubelet's volume mappings, or the idmap and ridmap options,
+// which without mappings mean the container's) by an idmapped clone of it
+// in the bundle, made with the pod's user namespace: files of host root
+// there are the pod's root's. Handlers then bind it like any other source
+// (runc 1.1 knows no idmapped mounts). Only the pod's own mappings can be
+// given. The clone is recursive for rbind; the idmapping is on the top mount
+// only with idmap, on every mount with ridmap or with mappings alone.
 func idmapVolumes(s *specs.Spec, bundle, usernsPath string) error {
 	userns := -1
 	defer func() {
@@ -235,10 +241,32 @@ func idmapVolumes(s *specs.Spec, bundle, usernsPath string) error {
 		}
 	}()
 	for i, m := range s.Mounts {
-		if len(m.UIDMappings) == 0 && len(m.GIDMappings) == 0 {
+		idmapOpt, ridmapOpt, rbind := false, false, false
+		var opts []string
+		for _, o := range m.Options {
+			switch o {
+			case "idmap":
+				idmapOpt = true
+				continue
+			case "ridmap":
+				ridmapOpt = true
+				continue
+			case "rbind":
+				rbind = true
+			}
+			opts = append(opts, o)
+		}
+		if len(m.UIDMappings) == 0 && len(m.GIDMappings) == 0 && !idmapOpt && !ridmapOpt {
 			continue
 		}
-		if usernsPath == "" || !slices.Equal(m.UIDMappings, s.Linux.UIDMappings) || !slices.Equal(m.GIDMappings, s.Linux.GIDMappings) {
+		if usernsPath == "" {
+			return fmt.Errorf("mount %s: an idmapped mount in a container without a user namespace: %w", m.Destination, errdefs.ErrInvalidArgument)
+		}
+		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !rbind {
+			return fmt.Errorf("mount %s: only bind mounts can be idmapped: %w", m.Destination, errdefs.ErrInvalidArgument)
+		}
+		if (len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0) &&
+			(!slices.Equal(m.UIDMappings, s.Linux.UIDMappings) || !slices.Equal(m.GIDMappings, s.Linux.GIDMappings)) {
 			return fmt.Errorf("mount %s: id mappings other than the pod's user namespace's: %w", m.Destination, errdefs.ErrInvalidArgument)
 		}
 		if userns < 0 {
@@ -250,19 +278,8 @@ func idmapVolumes(s *specs.Spec, bundle, usernsPath string) error {
 				return err
 			}
 		}
-		var opts []string
-		recursive := false
-		for _, o := range m.Options {
-			switch o {
-			case "idmap", "ridmap":
-				continue
-			case "rbind":
-				recursive = true
-			}
-			opts = append(opts, o)
-		}
 		dst := filepath.Join(bundle, idmapLayers, "v"+strconv.Itoa(i))
-		if err := idmappedClone(m.Source, dst, userns, recursive); err != nil {
+		if err := idmappedClone(m.Source, dst, userns, rbind, !idmapOpt || ridmapOpt); err != nil {
 			return fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
 		s.Mounts[i] = specs.Mount{Destination: m.Destination, Type: m.Type, Source: dst, Options: opts}

@@ -162,10 +162,12 @@ func runUsernsTest(t *testing.T, handler string) {
 		specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}},
 		specs.Mount{Destination: "/idvol", Type: "bind", Source: idvol, Options: []string{"rbind", "rw"},
 			UIDMappings: []specs.LinuxIDMapping{testUserns.UID}, GIDMappings: []specs.LinuxIDMapping{testUserns.GID}},
+		// The OCI idmap option alone: the container's mappings.
+		specs.Mount{Destination: "/idvol2", Type: "bind", Source: idvol, Options: []string{"bind", "ro", "idmap"}},
 	)
 	bad := *spec
 	bad.Mounts = slices.Clone(spec.Mounts)
-	bad.Mounts[len(bad.Mounts)-1].UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
+	bad.Mounts[len(bad.Mounts)-2].UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
 	if err := p.r.Create(ctx, p.id, "bad", &bad, CreateOptions{Handler: handler}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		if err == nil {
 			p.ids = append(p.ids, "bad")
@@ -210,6 +212,7 @@ cat /proc/kcore 2>/dev/null | wc -c
 grep -E '^(CapEff|NoNewPrivs)' /proc/self/status
 echo exec > /execfile && echo wrote
 cat /idvol/hostroot; busybox stat -c %u:%g /idvol/hostroot; echo new > /idvol/new
+busybox stat -c %u:%g /idvol2/hostroot
 `
 	var out bytes.Buffer
 	code, err := p.r.Exec(ctx, "u", ExecOptions{Process: &specs.Process{Args: []string{"sh", "-c", script}, Env: []string{"PATH=/bin"}, Cwd: "/",
@@ -225,7 +228,7 @@ cat /idvol/hostroot; busybox stat -c %u:%g /idvol/hostroot; echo new > /idvol/ne
 		"dev-null-ok", "c", "4", "0",
 		"CapEff:\t00000000000000eb", "NoNewPrivs:\t1",
 		"wrote",
-		"secret", "0:0",
+		"secret", "0:0", "0:0",
 	}
 	got := strings.Split(strings.TrimSpace(out.String()), "\n")
 	for i := range got {

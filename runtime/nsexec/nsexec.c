@@ -183,6 +183,26 @@ static void become_userns_root(void) {
 		die("setresuid to the user namespace's root");
 }
 
+static const char *ns_name(int type) {
+	switch (type) {
+	case CLONE_NEWUSER:
+		return "user";
+	case CLONE_NEWNET:
+		return "net";
+	case CLONE_NEWIPC:
+		return "ipc";
+	case CLONE_NEWUTS:
+		return "uts";
+	case CLONE_NEWPID:
+		return "pid";
+	case CLONE_NEWCGROUP:
+		return "cgroup";
+	case CLONE_NEWNS:
+		return "mnt";
+	}
+	return "unknown";
+}
+
 // init_in_userns is the child of `berth-shim init` for a container in a
 // pod's user namespace. Go cannot join a user namespace (setns refuses a
 // multi-threaded process), and the container's own mount and pid
@@ -208,7 +228,7 @@ static void init_in_userns(const char *spec) {
 		if (type < 0)
 			die("namespace fd %ld", fd);
 		if (setns((int)fd, type) < 0)
-			die("setns namespace fd %ld (type %#x)", fd, type);
+			die("join the pod's %s namespace", ns_name(type));
 		close((int)fd);
 	}
 	if (*end != 0) {
