@@ -155,6 +155,10 @@ func runUsernsTest(t *testing.T, handler string) {
 	caps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"}
 	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
 	spec.Process.NoNewPrivileges = true
+	errno := uint(unix.EPERM)
+	spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+		{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &errno},
+	}}
 	spec.Mounts = append(spec.Mounts,
 		specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 		specs.Mount{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
@@ -213,6 +217,7 @@ grep -E '^(CapEff|NoNewPrivs)' /proc/self/status
 echo exec > /execfile && echo wrote
 cat /idvol/hostroot; busybox stat -c %u:%g /idvol/hostroot; echo new > /idvol/new
 busybox stat -c %u:%g /idvol2/hostroot
+mkdir /tmp/d 2>/dev/null || echo mkdir-denied
 `
 	var out bytes.Buffer
 	code, err := p.r.Exec(ctx, "u", ExecOptions{Process: &specs.Process{Args: []string{"sh", "-c", script}, Env: []string{"PATH=/bin"}, Cwd: "/",
@@ -228,7 +233,7 @@ busybox stat -c %u:%g /idvol2/hostroot
 		"dev-null-ok", "c", "4", "0",
 		"CapEff:\t00000000000000eb", "NoNewPrivs:\t1",
 		"wrote",
-		"secret", "0:0", "0:0",
+		"secret", "0:0", "0:0", "mkdir-denied",
 	}
 	got := strings.Split(strings.TrimSpace(out.String()), "\n")
 	for i := range got {
