@@ -792,19 +792,20 @@ func TestCLIRunDetachedAutoRemove(t *testing.T) {
 	if !fullID.MatchString(id) {
 		t.Fatalf("run -d --rm printed %q", id)
 	}
+	// berthd removes the container, then its pod: wait for both.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		out := e.must(t, "ps", "-aq", "--no-trunc")
-		if !strings.Contains(out, id) {
+		pods, err := e.d.Runtime.ListPodSandbox(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, id) && len(pods) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("container %s still listed after it exited:\n%s", id[:12], e.must(t, "ps", "-a"))
+			t.Fatalf("container %s or its pod still there after it exited:\n%s\npods: %v", id[:12], e.must(t, "ps", "-a"), pods)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	pods, err := e.d.Runtime.ListPodSandbox(context.Background(), nil)
-	if err != nil || len(pods) != 0 {
-		t.Fatalf("pods left after auto-remove: %v %v", pods, err)
 	}
 }
