@@ -143,7 +143,13 @@ func runUsernsTest(t *testing.T, handler string) {
 	}
 	// An idmapped volume (kubelet's volume mappings): host root's files
 	// there are the pod's root's, and what it writes there is host root's.
+	// A tmpfs, as an emptyDir in memory is (the e2e test idmaps a directory
+	// of the root file system).
 	idvol := t.TempDir()
+	if err := unix.Mount("tmpfs", idvol, "tmpfs", 0, "mode=0755"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(idvol, unix.MNT_DETACH) })
 	if err := os.WriteFile(filepath.Join(idvol, "hostroot"), []byte("secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
