@@ -37,7 +37,7 @@ func TestChurnWithCrashes(t *testing.T) {
 
 	var wg sync.WaitGroup
 	var running atomic.Int32
-	var cycles, retries atomic.Int64
+	var cycles, retries, succeeded atomic.Int64
 	for w := range workers {
 		// Each worker has its own connection, which outlives restarts
 		// (gRPC reconnects); the harness's client is closed at each one.
@@ -51,7 +51,7 @@ func TestChurnWithCrashes(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer running.Add(-1)
-			cw := &churnWorker{t: t, e: e, rt: client, retries: &retries}
+			cw := &churnWorker{t: t, e: e, rt: client, retries: &retries, succeeded: &succeeded}
 			for i := range podsPerWorker {
 				if !cw.cycle(ctx, fmt.Sprintf("churn-%d-%d", w, i)) {
 					return
@@ -61,10 +61,18 @@ func TestChurnWithCrashes(t *testing.T) {
 		}()
 	}
 
-	// Crash berthd at random moments while the workers run.
+	// Crash berthd at random moments while the workers run. Before each
+	// crash some call must have succeeded since the last restart: gRPC
+	// clients back off longer after each failed reconnect, and a berthd
+	// killed faster than they come back would starve them, which tests
+	// nothing.
 	kills := 0
 	for running.Load() > 0 {
+		before := succeeded.Load()
 		time.Sleep(time.Duration(150+rand.IntN(600)) * time.Millisecond)
+		for succeeded.Load() == before && running.Load() > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
 		if running.Load() == 0 {
 			break
 		}
@@ -91,19 +99,22 @@ func TestChurnWithCrashes(t *testing.T) {
 }
 
 type churnWorker struct {
-	t       *testing.T
-	e       *podEnv
-	rt      internalapi.RuntimeService
-	retries *atomic.Int64
+	t         *testing.T
+	e         *podEnv
+	rt        internalapi.RuntimeService
+	retries   *atomic.Int64
+	succeeded *atomic.Int64 // calls that succeeded, across workers
 }
 
 // retry runs f until it succeeds, as kubelet retries a failed call. Calls
 // fail while berthd is down or starting; anything else that persists is a
-// bug.
+// bug. The budget is generous: a gRPC client that failed to reconnect a few
+// times in a row waits seconds before its next try.
 func (w *churnWorker) retry(ctx context.Context, what string, f func() error) bool {
 	var err error
-	for attempt := 0; attempt < 600; attempt++ {
+	for start := time.Now(); time.Since(start) < 2*time.Minute; {
 		if err = f(); err == nil {
+			w.succeeded.Add(1)
 			return true
 		}
 		w.retries.Add(1)
