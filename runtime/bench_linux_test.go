@@ -113,61 +113,58 @@ func smapsRollup(pid int) (rss, pss int, err error) {
 	return rss, pss, sc.Err()
 }
 
-// buildMonitorOnly builds a binary with only the monitor in it, without cgo,
-// for Config.MonitorPath. The main package is added through a build overlay,
-// so nothing is written into the source tree.
-func buildMonitorOnly(tb testing.TB) string {
+// buildMonitor builds cmd/berth-monitor as hack/build.sh does (without
+// cgo), for Config.MonitorPath.
+func buildMonitor(tb testing.TB) string {
 	tb.Helper()
-	dir := tb.TempDir()
-	src := filepath.Join(dir, "main.go")
-	err := os.WriteFile(src, []byte("package main\n\nimport (\n\t\"os\"\n\n\t\"github.com/berth-dev/berth/runtime/monitor\"\n)\n\n"+
-		"func main() { os.Exit(monitor.Main(os.Args[2:])) }\n"), 0o600)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	virt, err := filepath.Abs("monitor/zz_monitor_only_main/main.go")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	overlay := filepath.Join(dir, "overlay.json")
-	if err := os.WriteFile(overlay, []byte(fmt.Sprintf(`{"Replace":{%q:%q}}`, virt, src)), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	bin := filepath.Join(dir, "berth-monitor")
-	cmd := exec.Command("go", "build", "-overlay", overlay, "-o", bin, "./monitor/zz_monitor_only_main")
+	bin := filepath.Join(tb.TempDir(), "berth-monitor")
+	cmd := exec.Command("go", "build", "-o", bin, "../cmd/berth-monitor")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("build monitor-only binary: %v: %s", err, out)
+		tb.Fatalf("build berth-monitor: %v: %s", err, out)
 	}
 	return bin
 }
 
+// procStatus returns a field of /proc/PID/status as a number.
+func procStatus(pid int, field string) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			return strconv.Atoi(strings.Fields(v)[0])
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
 // BenchmarkMonitorMemory reports what a pod monitor costs: RSS and PSS of
-// monitors that each parent one running container, with 1, 10 and 30 pods
-// on the node (PSS shares the binary's pages among the monitors, as on a
-// real node), for the monitor run from berth-shim (cgo, with the container
-// code) and from a monitor-only binary (Config.MonitorPath). The loop only
-// repeats the measurement.
+// idle monitors (and their thread count) with 1, 10 and 30 pods of one
+// container each on the node (PSS shares the binary's pages among the
+// monitors, as on a real node), and of one pod with 4 containers, for the
+// monitor run from berth-shim (cgo, with the container code) and from
+// cmd/berth-monitor (Config.MonitorPath, what berthd uses when it is
+// installed). Each container has written a line to stdout and to stderr
+// (so the log path has run) and sleeps. The loop only repeats the
+// measurement.
 func BenchmarkMonitorMemory(b *testing.B) {
 	needRoot(b)
-	monitorOnly := buildMonitorOnly(b)
-	for _, bin := range []string{"berth-shim", "monitor-only"} {
-		for _, pods := range []int{1, 10, 30} {
-			b.Run(fmt.Sprintf("binary=%s/pods=%d", bin, pods), func(b *testing.B) {
+	monitorBin := buildMonitor(b)
+	for _, bin := range []string{"berth-shim", "berth-monitor"} {
+		for _, size := range []struct{ pods, ctrs int }{{1, 1}, {10, 1}, {30, 1}, {1, 4}} {
+			b.Run(fmt.Sprintf("binary=%s/pods=%d/containers=%d", bin, size.pods, size.ctrs), func(b *testing.B) {
 				state := b.TempDir()
 				r := newTestRuntime(b, state, false)
-				if bin == "monitor-only" {
-					r.cfg.MonitorPath = monitorOnly
+				if bin == "berth-monitor" {
+					r.cfg.MonitorPath = monitorBin
 				}
 				ctx := context.Background()
 				var pids []int
-				for i := 0; i < pods; i++ {
+				for i := 0; i < size.pods; i++ {
 					pod := "berth-test-mem-" + strconv.Itoa(i)
-					id := "mem-" + strconv.Itoa(i)
-					b.Cleanup(func() {
-						r.Delete(ctx, id)
-						r.StopMonitor(ctx, pod)
-					})
+					b.Cleanup(func() { r.StopMonitor(ctx, pod) })
 					if _, err := r.StartMonitor(ctx, pod, false); err != nil {
 						b.Fatal(err)
 					}
@@ -176,28 +173,59 @@ func BenchmarkMonitorMemory(b *testing.B) {
 						b.Fatal(err)
 					}
 					pids = append(pids, info.Pid)
-					if err := r.Create(ctx, pod, id, testSpec("sleep", "1000"), CreateOptions{LogPath: state + "/" + id + ".log"}); err != nil {
-						b.Fatal(err)
-					}
-					if err := r.Start(ctx, id); err != nil {
-						b.Fatal(err)
+					for j := 0; j < size.ctrs; j++ {
+						id := "mem-" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
+						b.Cleanup(func() { r.Delete(ctx, id) })
+						spec := testSpec("sh", "-c", "echo started; echo warming up >&2; exec sleep 1000")
+						logPath := filepath.Join(state, id+".log")
+						if err := r.Create(ctx, pod, id, spec, CreateOptions{LogPath: logPath}); err != nil {
+							b.Fatal(err)
+						}
+						if err := r.Start(ctx, id); err != nil {
+							b.Fatal(err)
+						}
+						// Measure once both lines are logged.
+						for n := 0; n < 2; {
+							data, err := os.ReadFile(logPath)
+							if err != nil {
+								b.Fatal(err)
+							}
+							n = strings.Count(string(data), "\n")
+							time.Sleep(time.Millisecond)
+						}
 					}
 				}
-				var rss, pss int
+				var rss, pss, threads int
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					rss, pss = 0, 0
+					rss, pss, threads = 0, 0, 0
 					for _, pid := range pids {
 						r, p, err := smapsRollup(pid)
 						if err != nil {
 							b.Fatal(err)
 						}
+						t, err := procStatus(pid, "Threads")
+						if err != nil {
+							b.Fatal(err)
+						}
 						rss += r
 						pss += p
+						threads += t
 					}
 				}
-				b.ReportMetric(float64(rss)/float64(len(pids)), "rss-KiB/pod")
-				b.ReportMetric(float64(pss)/float64(len(pids)), "pss-KiB/pod")
+				b.StopTimer()
+				if d := os.Getenv("BERTH_BENCH_SMAPS"); d != "" {
+					for _, pid := range pids[:1] {
+						for _, f := range []string{"smaps", "status"} {
+							data, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + f)
+							os.WriteFile(filepath.Join(d, fmt.Sprintf("%s-%d-%d-%s", bin, size.pods, size.ctrs, f)), data, 0o644)
+						}
+					}
+				}
+				n := float64(len(pids))
+				b.ReportMetric(float64(rss)/n, "rss-KiB/pod")
+				b.ReportMetric(float64(pss)/n, "pss-KiB/pod")
+				b.ReportMetric(float64(threads)/n, "threads/pod")
 			})
 		}
 	}

@@ -1,11 +1,10 @@
-package monitor
+package server
 
 import (
 	"bytes"
 	"context"
-	"fmt"
+	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -98,15 +97,15 @@ func (e *ociEngine) create(ctx context.Context, c *ctr, stdio []*os.File) (retMa
 		if msg == "" {
 			msg = describe(ws)
 		}
-		return nil, fmt.Errorf("%s create: %s", filepath.Base(e.rt.Path), msg)
+		return nil, errors.New(filepath.Base(e.rt.Path) + " create: " + msg)
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
-		return nil, fmt.Errorf("%s create: %w", filepath.Base(e.rt.Path), err)
+		return nil, wrap(filepath.Base(e.rt.Path)+" create", err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 0 {
-		return nil, fmt.Errorf("%s create: pid file says %q", filepath.Base(e.rt.Path), b)
+		return nil, errors.New(filepath.Base(e.rt.Path) + " create: pid file says " + quote(string(b)))
 	}
 	s.adoptPid(c, pid, 0, nil)
 	if consoleC != nil {
@@ -114,7 +113,7 @@ func (e *ociEngine) create(ctx context.Context, c *ctr, stdio []*os.File) (retMa
 		r := <-consoleC
 		consoleC = nil
 		if r.err != nil {
-			return nil, fmt.Errorf("receive the terminal of container %q: %w", c.id, r.err)
+			return nil, wrap("receive the terminal of container "+quote(c.id), r.err)
 		}
 		retMaster = r.f
 	}
@@ -177,7 +176,7 @@ func (e *ociEngine) check(ctx context.Context, args ...string) error {
 	if msg == "" {
 		msg = describe(ws)
 	}
-	return fmt.Errorf("%s %s: %s", filepath.Base(e.rt.Path), args[0], msg)
+	return errors.New(filepath.Base(e.rt.Path) + " " + args[0] + ": " + msg)
 }
 
 // run runs argv with files as its descriptors 0, 1, ... and returns how it
@@ -193,7 +192,7 @@ func (e *ociEngine) run(ctx context.Context, argv []string, files []uintptr) (sy
 	}
 	pid, done, err := e.s.spawn(argv, files)
 	if err != nil {
-		return 0, fmt.Errorf("run %s: %w", argv[0], err)
+		return 0, wrap("run "+argv[0], err)
 	}
 	select {
 	case ws := <-done:
@@ -217,7 +216,7 @@ type consoleResult struct {
 // listenConsole listens on bundle/console.sock. If that path is too long for
 // a socket address, the returned path goes through /proc/self/fd/3 and dirFd
 // must be the runtime's descriptor 3.
-func listenConsole(bundle string) (ln *net.UnixListener, path string, dirFd *os.File, err error) {
+func listenConsole(bundle string) (ln *os.File, path string, dirFd *os.File, err error) {
 	path = filepath.Join(bundle, ociConsole)
 	os.Remove(path)
 	if len(path) > maxSunPath {
@@ -228,8 +227,8 @@ func listenConsole(bundle string) (ln *net.UnixListener, path string, dirFd *os.
 		dirFd = d
 		path = "/proc/self/fd/3/" + ociConsole
 	}
-	err = withShortPath(bundle, ociConsole, func(p string) error {
-		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+	err = WithShortPath(bundle, ociConsole, func(p string) error {
+		l, err := listenUnix(p)
 		ln = l
 		return err
 	})
@@ -237,46 +236,26 @@ func listenConsole(bundle string) (ln *net.UnixListener, path string, dirFd *os.
 		if dirFd != nil {
 			dirFd.Close()
 		}
-		return nil, "", nil, fmt.Errorf("console socket: %w", err)
+		return nil, "", nil, wrap("console socket", err)
 	}
-	ln.SetUnlinkOnClose(false)
 	return ln, path, dirFd, nil
 }
 
 // recvConsole accepts the runtime's connection and receives the terminal
 // master it sends (SCM_RIGHTS), as a non-blocking file for Go's poller.
-func recvConsole(ln *net.UnixListener) consoleResult {
-	conn, err := ln.AcceptUnix()
+func recvConsole(ln *os.File) consoleResult {
+	conn, err := accept(ln)
 	if err != nil {
 		return consoleResult{err: err}
 	}
 	defer conn.Close()
-	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(4*4))
-	_, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	fd, err := recvFd(conn)
 	if err != nil {
-		return consoleResult{err: err}
+		return consoleResult{err: wrap("receive terminal", err)}
 	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil {
-		return consoleResult{err: err}
-	}
-	var fds []int
-	for _, m := range msgs {
-		if f, err := unix.ParseUnixRights(&m); err == nil {
-			fds = append(fds, f...)
-		}
-	}
-	if len(fds) == 0 {
-		return consoleResult{err: fmt.Errorf("no terminal descriptor received")}
-	}
-	for _, fd := range fds[1:] {
+	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
-	}
-	unix.CloseOnExec(fds[0])
-	if err := unix.SetNonblock(fds[0], true); err != nil {
-		unix.Close(fds[0])
 		return consoleResult{err: err}
 	}
-	return consoleResult{f: os.NewFile(uintptr(fds[0]), "pty-master")}
+	return consoleResult{f: os.NewFile(uintptr(fd), "pty-master")}
 }

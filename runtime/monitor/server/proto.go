@@ -1,18 +1,12 @@
-package monitor
+package server
 
 import (
-	"bufio"
-	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 
 	"github.com/berth-dev/berth/errdefs"
 	"golang.org/x/sys/unix"
@@ -158,7 +152,7 @@ func ReadFrame(r io.Reader, buf []byte) (typ byte, payload []byte, err error) {
 	}
 	n := binary.BigEndian.Uint32(hdr[1:])
 	if n > maxFrame {
-		return 0, nil, fmt.Errorf("attach frame of %d bytes is too large", n)
+		return 0, nil, errors.New("attach frame of " + strconv.FormatUint(uint64(n), 10) + " bytes is too large")
 	}
 	if uint32(cap(buf)) < n {
 		buf = make([]byte, n)
@@ -176,11 +170,11 @@ func SocketPath(dir string) string { return filepath.Join(dir, SocketName) }
 // maxSunPath is the size of sockaddr_un.sun_path, less the terminating NUL.
 const maxSunPath = 107
 
-// withShortPath calls fn with a path to name in dir that fits sockaddr_un: the
+// WithShortPath calls fn with a path to name in dir that fits sockaddr_un: the
 // path itself if short enough, else one through /proc/self/fd of an O_PATH
 // descriptor of dir (deep state dirs and 64-character pod IDs overflow
 // sun_path). The socket stays path-based either way, never abstract.
-func withShortPath(dir, name string, fn func(string) error) error {
+func WithShortPath(dir, name string, fn func(string) error) error {
 	p := filepath.Join(dir, name)
 	if len(p) <= maxSunPath {
 		return fn(p)
@@ -193,109 +187,73 @@ func withShortPath(dir, name string, fn func(string) error) error {
 	return fn("/proc/self/fd/" + strconv.Itoa(fd) + "/" + name)
 }
 
-// Dial connects to the monitor of the pod state directory dir. A monitor that
-// is not there (no socket, or nobody listening) gives an error of kind
-// errdefs.ErrUnavailable.
-func Dial(ctx context.Context, dir string) (*net.UnixConn, error) {
-	var conn net.Conn
-	err := withShortPath(dir, SocketName, func(p string) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "unix", p)
-		conn = c
-		return err
-	})
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("pod monitor in %s: %w: %v", dir, errdefs.ErrUnavailable, err)
+// decodeRequest parses a request line (as encoding/json would into a
+// Request; unknown keys are ignored).
+func decodeRequest(b []byte, req *Request) error {
+	return decodeJSON(b, func(r *jsonReader, k string) {
+		switch k {
+		case "op":
+			req.Op = r.str()
+		case "id":
+			req.ID = r.str()
+		case "bundle":
+			req.Bundle = r.str()
+		case "log_path":
+			req.LogPath = r.str()
+		case "stdin":
+			req.Stdin = r.bool()
+		case "stdin_once":
+			req.StdinOnce = r.bool()
+		case "tty":
+			req.Tty = r.bool()
+		case "stdout":
+			req.Stdout = r.bool()
+		case "stderr":
+			req.Stderr = r.bool()
+		case "signal":
+			req.Signal = int(r.int(0))
+		case "width":
+			req.Width = uint16(r.uint(16))
+		case "height":
+			req.Height = uint16(r.uint(16))
+		case "runtime":
+			if r.literal("null") {
+				req.Runtime = nil
+				return
+			}
+			rt := &OCIRuntime{}
+			r.object(func(k string) {
+				switch k {
+				case "path":
+					rt.Path = r.str()
+				case "root":
+					rt.Root = r.str()
+				case "args":
+					rt.Args = rt.Args[:0]
+					r.array(func() { rt.Args = append(rt.Args, r.str()) })
+				default:
+					r.skip()
+				}
+			})
+			req.Runtime = rt
+		default:
+			r.skip()
 		}
-		return nil, fmt.Errorf("pod monitor in %s: %w", dir, err)
-	}
-	return conn.(*net.UnixConn), nil
+	})
 }
 
-// Client talks to one pod's monitor, one connection per request.
-type Client struct {
-	Dir string // the pod state directory
-}
-
-// Call sends req and returns the monitor's response. Closing the connection
-// when ctx ends cancels a pending create or wait in the monitor.
-func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {
-	conn, err := Dial(ctx, c.Dir)
-	if err != nil {
-		return nil, err
+// appendJSON appends resp as encoding/json would encode it.
+func (resp *Response) appendJSON(b []byte) []byte {
+	w := jsonWriter{b: b}
+	w.begin()
+	w.str("error", resp.Error, true)
+	w.str("kind", resp.Kind, true)
+	if resp.State != nil {
+		w.key("state")
+		w.b = resp.State.appendJSON(w.b)
 	}
-	defer conn.Close()
-	resp, _, err := roundTrip(ctx, conn, req)
-	return resp, err
-}
-
-// roundTrip writes req on conn and reads one response. It returns the
-// buffered reader for callers that go on reading frames.
-func roundTrip(ctx context.Context, conn *net.UnixConn, req *Request) (*Response, *bufio.Reader, error) {
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	b, err := json.Marshal(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	if _, err := conn.Write(append(b, '\n')); err != nil {
-		return nil, nil, ctxErr(ctx, connErr(req.Op, err))
-	}
-	br := bufio.NewReader(conn)
-	line, err := br.ReadBytes('\n')
-	if err != nil {
-		return nil, nil, ctxErr(ctx, connErr(req.Op, err))
-	}
-	resp := &Response{}
-	if err := json.Unmarshal(line, resp); err != nil {
-		return nil, nil, fmt.Errorf("pod monitor %s: bad response: %w", req.Op, err)
-	}
-	return resp, br, nil
-}
-
-// connErr classifies a broken connection: a monitor that closed it without
-// answering died (or is exiting), which callers see as ErrUnavailable.
-func connErr(op string, err error) error {
-	if err == io.EOF || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-		return fmt.Errorf("pod monitor %s: connection closed: %w (%v)", op, errdefs.ErrUnavailable, err)
-	}
-	return fmt.Errorf("pod monitor %s: %w", op, err)
-}
-
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%w (%v)", ctx.Err(), err)
-	}
-	return err
-}
-
-// Do is Call plus Response.Err.
-func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
-	resp, err := c.Call(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	return resp, resp.Err()
-}
-
-// Attach opens an attach session. It returns the connection positioned at the
-// first frame (reads go through the returned reader).
-func (c *Client) Attach(ctx context.Context, req *Request) (*net.UnixConn, *bufio.Reader, error) {
-	req.Op = OpAttach
-	conn, err := Dial(ctx, c.Dir)
-	if err != nil {
-		return nil, nil, err
-	}
-	// Only the handshake is bounded by ctx here; the caller watches ctx for
-	// the rest of the session.
-	resp, br, err := roundTrip(ctx, conn, req)
-	if err == nil {
-		err = resp.Err()
-	}
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	return conn, br, nil
+	w.int("pid", int64(resp.Pid), true)
+	w.str("pidns", resp.PidNS, true)
+	w.end()
+	return w.b
 }

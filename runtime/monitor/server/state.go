@@ -1,8 +1,6 @@
-package monitor
+package server
 
 import (
-	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -48,11 +46,7 @@ type State struct {
 // the file is never torn (write to a temporary file, fsync, rename, fsync the
 // directory).
 func WriteStateFile(dir string, st *State) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(dir, StateFileName, b)
+	return writeFileAtomic(dir, StateFileName, st.appendJSON(nil))
 }
 
 func writeFileAtomic(dir, name string, data []byte) error {
@@ -73,7 +67,7 @@ func writeFileAtomic(dir, name string, data []byte) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
+		return wrap("write "+filepath.Join(dir, name), err)
 	}
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
@@ -82,16 +76,21 @@ func writeFileAtomic(dir, name string, data []byte) error {
 	return nil
 }
 
-// ReadStateFile reads dir/state.json. A missing file gives an error for which
-// os.IsNotExist / errors.Is(err, fs.ErrNotExist) holds.
-func ReadStateFile(dir string) (*State, error) {
-	b, err := os.ReadFile(filepath.Join(dir, StateFileName))
-	if err != nil {
-		return nil, err
-	}
-	st := &State{}
-	if err := json.Unmarshal(b, st); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", filepath.Join(dir, StateFileName), err)
-	}
-	return st, nil
+// appendJSON appends st as encoding/json would encode it.
+func (st *State) appendJSON(b []byte) []byte {
+	w := jsonWriter{b: b}
+	w.begin()
+	w.str("id", st.ID, false)
+	w.str("status", st.Status, false)
+	w.int("pid", int64(st.Pid), true)
+	w.uint("pid_start", st.PidStart, true)
+	w.int("exit_code", int64(st.ExitCode), false)
+	w.int("signal", int64(st.Signal), true)
+	w.str("reason", st.Reason, true)
+	w.str("message", st.Message, true)
+	w.time("created_at", st.CreatedAt)
+	w.time("started_at", st.StartedAt)
+	w.time("finished_at", st.FinishedAt)
+	w.end()
+	return w.b
 }

@@ -1,9 +1,7 @@
-package monitor
+package server
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"os"
 	"strings"
 )
@@ -44,15 +42,26 @@ func ErrorFromLog(logPath string) string {
 		return ""
 	}
 	msg := ""
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var l struct {
-			Level string `json:"level"`
-			Msg   string `json:"msg"`
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
 		}
-		if json.Unmarshal(sc.Bytes(), &l) == nil && (l.Level == "error" || l.Level == "fatal") && l.Msg != "" {
-			msg = l.Msg
+		var level, m string
+		err := decodeJSON(line, func(r *jsonReader, k string) {
+			switch k {
+			case "level":
+				level = r.str()
+			case "msg":
+				m = r.str()
+			default:
+				r.skip()
+			}
+		})
+		if err == nil && (level == "error" || level == "fatal") && m != "" {
+			msg = m
 		}
 	}
 	return strings.TrimSpace(msg)

@@ -1,14 +1,12 @@
-package monitor
+package server
 
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -17,11 +15,27 @@ import (
 	"github.com/berth-dev/berth/errdefs"
 )
 
-// syncMsg is one message of `berth-shim init` on its sync pipe (fd 3).
+// syncMsg is one message of `berth-shim init` on its sync pipe (fd 3), a
+// JSON line (runtime/container's SyncMessage).
 type syncMsg struct {
-	Type    string `json:"type"` // "pid", "created" or "error"
-	Pid     int    `json:"pid,omitempty"`
-	Message string `json:"message,omitempty"`
+	Type    string // "pid", "created" or "error"
+	Pid     int
+	Message string
+}
+
+func decodeSyncMsg(b []byte, m *syncMsg) error {
+	return decodeJSON(b, func(r *jsonReader, k string) {
+		switch k {
+		case "type":
+			m.Type = r.str()
+		case "pid":
+			m.Pid = int(r.int(0))
+		case "message":
+			m.Message = r.str()
+		default:
+			r.skip()
+		}
+	})
 }
 
 // engine is how the monitor makes, starts and signals one container. There
@@ -48,7 +62,7 @@ type engine interface {
 // before exec (or failed).
 func (s *server) create(ctx context.Context, req *Request) (st *State, retErr error) {
 	if req.ID == "" || !filepath.IsAbs(req.Bundle) {
-		return nil, fmt.Errorf("create needs an ID and an absolute bundle path: %w", errdefs.ErrInvalidArgument)
+		return nil, wrap("create needs an ID and an absolute bundle path", errdefs.ErrInvalidArgument)
 	}
 	c := &ctr{
 		id:        req.ID,
@@ -62,18 +76,18 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 	c.eng = &builtinEngine{s: s}
 	if req.Runtime != nil {
 		if !filepath.IsAbs(req.Runtime.Path) || !filepath.IsAbs(req.Runtime.Root) {
-			return nil, fmt.Errorf("OCI runtime path and root must be absolute: %w", errdefs.ErrInvalidArgument)
+			return nil, wrap("OCI runtime path and root must be absolute", errdefs.ErrInvalidArgument)
 		}
 		c.eng = &ociEngine{s: s, rt: *req.Runtime}
 	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("pod monitor is shutting down: %w", errdefs.ErrFailedPrecondition)
+		return nil, wrap("pod monitor is shutting down", errdefs.ErrFailedPrecondition)
 	}
 	if s.ctrs[req.ID] != nil {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("container %q: %w", req.ID, errdefs.ErrAlreadyExists)
+		return nil, wrap("container "+quote(req.ID), errdefs.ErrAlreadyExists)
 	}
 	s.ctrs[req.ID] = c
 	s.pending++
@@ -104,7 +118,7 @@ func (s *server) create(ctx context.Context, req *Request) (st *State, retErr er
 
 	log, err := OpenLogFile(req.LogPath)
 	if err != nil {
-		return nil, fmt.Errorf("open log %s: %w", req.LogPath, err)
+		return nil, wrap("open log "+req.LogPath, err)
 	}
 	c.log = log
 
@@ -224,7 +238,7 @@ func (e *builtinEngine) create(ctx context.Context, c *ctr, stdio []*os.File) (r
 	initPid, initDone, err := s.spawn([]string{s.self, "init", "--bundle", c.bundle},
 		[]uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), syncW.Fd()})
 	if err != nil {
-		return nil, fmt.Errorf("start container init: %w", err)
+		return nil, wrap("start container init", err)
 	}
 	for _, f := range childFiles {
 		f.Close()
@@ -263,19 +277,19 @@ func (e *builtinEngine) create(ctx context.Context, c *ctr, stdio []*os.File) (r
 	havePid := false
 	for sc.Scan() {
 		var m syncMsg
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			return nil, fmt.Errorf("container init sent %q: %w", sc.Text(), err)
+		if err := decodeSyncMsg(sc.Bytes(), &m); err != nil {
+			return nil, wrap("container init sent "+quote(sc.Text()), err)
 		}
 		switch m.Type {
 		case "pid":
 			if m.Pid <= 0 {
-				return nil, fmt.Errorf("container init sent pid %d", m.Pid)
+				return nil, errors.New("container init sent pid " + strconv.Itoa(m.Pid))
 			}
 			s.adoptPid(c, m.Pid, initPid, initDone)
 			havePid = true
 		case "created":
 			if !havePid {
-				return nil, fmt.Errorf("container init reported created without a pid")
+				return nil, errors.New("container init reported created without a pid")
 			}
 			// The container process reports a failure to exec (or to
 			// apply the process settings) on the same pipe.
@@ -284,7 +298,7 @@ func (e *builtinEngine) create(ctx context.Context, c *ctr, stdio []*os.File) (r
 			go s.lateSync(c, sc, syncR)
 			return retMaster, nil
 		case "error":
-			return nil, fmt.Errorf("container init: %s", m.Message)
+			return nil, errors.New("container init: " + m.Message)
 		}
 	}
 	if ctx.Err() != nil {
@@ -293,7 +307,7 @@ func (e *builtinEngine) create(ctx context.Context, c *ctr, stdio []*os.File) (r
 	// init went away without a word: report how it ended.
 	select {
 	case ws := <-initDone:
-		return nil, fmt.Errorf("container init exited before the container was created (%s)", describe(ws))
+		return nil, errors.New("container init exited before the container was created (" + describe(ws) + ")")
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -315,7 +329,7 @@ func (e *builtinEngine) start(ctx context.Context, c *ctr) error {
 	fd, err := unix.Open(filepath.Join(c.bundle, "exec.fifo"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	s.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("start container %q: open exec fifo: %w", c.id, err)
+		return wrap("start container "+quote(c.id)+": open exec fifo", err)
 	}
 	// A fresh FIFO reader polls readable once a writer wrote, and hung up
 	// once a writer came and went; until then it waits (a read would just
@@ -353,7 +367,7 @@ func (e *builtinEngine) kill(ctx context.Context, c *ctr, sig syscall.Signal) er
 		return nil
 	}
 	if err := syscall.Kill(c.st.Pid, sig); err != nil {
-		return fmt.Errorf("kill container %q: %w", c.id, err)
+		return wrap("kill container "+quote(c.id), err)
 	}
 	return nil
 }
@@ -366,7 +380,7 @@ func (s *server) lateSync(c *ctr, sc *bufio.Scanner, r *os.File) {
 	defer r.Close()
 	for sc.Scan() {
 		var m syncMsg
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m.Type == "error" {
+		if decodeSyncMsg(sc.Bytes(), &m) == nil && m.Type == "error" {
 			s.mu.Lock()
 			c.st.Message = m.Message
 			s.mu.Unlock()
@@ -401,7 +415,7 @@ func describe(ws syscall.WaitStatus) string {
 	if ws.Signaled() {
 		return "killed by signal " + ws.Signal().String()
 	}
-	return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	return "exit status " + strconv.Itoa(ws.ExitStatus())
 }
 
 // copyOut copies one output stream of a container into its log file and to
@@ -442,11 +456,11 @@ func (c *ctr) broadcast(frame byte, p []byte) {
 // attach serves one attach session: output frames go to the client as the
 // container writes; stdin and resize frames come from it. The session ends
 // when the container exits (FrameExit, then EOF) or the client hangs up.
-func (s *server) attach(conn *net.UnixConn, br *bufio.Reader, req *Request) {
+func (s *server) attach(conn *os.File, br *bufio.Reader, req *Request) {
 	s.mu.Lock()
 	c, err := s.lookupLocked(req.ID)
 	if err == nil && c.reaped {
-		err = fmt.Errorf("container %q is not running: %w", req.ID, errdefs.ErrFailedPrecondition)
+		err = wrap("container "+quote(req.ID)+" is not running", errdefs.ErrFailedPrecondition)
 	}
 	if err != nil {
 		s.mu.Unlock()
@@ -459,7 +473,7 @@ func (s *server) attach(conn *net.UnixConn, br *bufio.Reader, req *Request) {
 	reply(conn, nil, nil)
 	if req.Stdout || req.Stderr {
 		if c.subs == nil {
-			c.subs = map[*net.UnixConn]struct{}{}
+			c.subs = map[*os.File]struct{}{}
 		}
 		c.subs[conn] = struct{}{}
 	}

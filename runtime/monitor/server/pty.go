@@ -1,7 +1,6 @@
-package monitor
+package server
 
 import (
-	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -13,16 +12,16 @@ import (
 func OpenPTY() (master, slave *os.File, err error) {
 	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open /dev/ptmx: %w", err)
+		return nil, nil, wrap("open /dev/ptmx", err)
 	}
 	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
 		unix.Close(m)
-		return nil, nil, fmt.Errorf("unlock pty: %w", err)
+		return nil, nil, wrap("unlock pty", err)
 	}
 	s, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(m), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
 	if errno != 0 {
 		unix.Close(m)
-		return nil, nil, fmt.Errorf("open pty slave: %w", errno)
+		return nil, nil, wrap("open pty slave", errno)
 	}
 	return os.NewFile(uintptr(m), "/dev/ptmx"), os.NewFile(s, "pty-slave"), nil
 }
