@@ -1,18 +1,31 @@
 package cri
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
+	"path"
 	goruntime "runtime"
 	"strconv"
+	"strings"
+	"sync"
+	"time"
 
+	"golang.org/x/net/websocket"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 	remotecommandserver "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	"k8s.io/klog/v2"
+	"k8s.io/streaming/pkg/httpstream"
+	"k8s.io/streaming/pkg/httpstream/spdy"
+	"k8s.io/streaming/pkg/httpstream/wsstream"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/berth-dev/berth/errdefs"
@@ -237,3 +250,422 @@ func dialInNetNS(ctx context.Context, nsPath, addr string) (net.Conn, error) {
 	r := <-ch
 	return r.conn, r.err
 }
+
+// The WebSocket protocols that k8s.io/cri-streaming does not serve itself.
+// kubectl ≥ 1.30 speaks them to the API server, and the API server (or,
+// from Kubernetes 1.36 with ExtendWebSocketsToKubelet, the kubelet)
+// translates them to SPDY before they reach a runtime; clients that talk to
+// the streaming URL directly (crictl --transport websocket, or a node-local
+// tool using client-go's WebSocket executor) send them as they are.
+const (
+	// remote command with the CLOSE signal (half-close of stdin).
+	streamCloseProtocol = "v5.channel.k8s.io"
+	// SPDY carried inside WebSocket binary messages (port-forward).
+	tunnelPrefix            = "SPDY/3.1+"
+	portForwardProtocol     = "portforward.k8s.io"
+	pendingStreamTTL        = time.Minute // as cri-streaming's token cache
+	wsCloseSignal           = 255
+	wsStdin, wsStdout       = 0, 1
+	wsStderr, wsErr, wsSize = 2, 3, 4
+)
+
+// StreamBridge wraps a k8s.io/cri-streaming server and also serves the
+// WebSocket protocols it lacks: v5.channel.k8s.io for exec and attach, and
+// SPDY tunnelled over WebSocket for port-forward. It does what the API
+// server and the kubelet do: it terminates the WebSocket and talks SPDY to
+// the wrapped server, in memory, on the same URL. So the token stays
+// single-use, checked by the wrapped server, and there is one
+// implementation of exec, attach and port-forward.
+type StreamBridge struct {
+	streaming.Server
+	idle time.Duration
+
+	mu sync.Mutex
+	// The streams each exec and attach token asks for: the WebSocket side
+	// must open the same channels the wrapped server expects as SPDY
+	// streams, and that server keeps its requests to itself.
+	pending map[string]pendingStream
+}
+
+type pendingStream struct {
+	opts    remotecommandserver.Options
+	expires time.Time
+}
+
+// NewStreamBridge wraps srv; idle is the streams' idle timeout.
+func NewStreamBridge(srv streaming.Server, idle time.Duration) *StreamBridge {
+	return &StreamBridge{Server: srv, idle: idle, pending: map[string]pendingStream{}}
+}
+
+// GetExec returns the wrapped server's URL and notes the streams it needs.
+func (b *StreamBridge) GetExec(req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	resp, err := b.Server.GetExec(req)
+	if err != nil {
+		return nil, err
+	}
+	b.remember(resp.GetUrl(), remotecommandserver.Options{Stdin: req.GetStdin(), Stdout: req.GetStdout(), Stderr: req.GetStderr(), TTY: req.GetTty()})
+	return resp, nil
+}
+
+// GetAttach returns the wrapped server's URL and notes the streams it needs.
+func (b *StreamBridge) GetAttach(req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+	resp, err := b.Server.GetAttach(req)
+	if err != nil {
+		return nil, err
+	}
+	b.remember(resp.GetUrl(), remotecommandserver.Options{Stdin: req.GetStdin(), Stdout: req.GetStdout(), Stderr: req.GetStderr(), TTY: req.GetTty()})
+	return resp, nil
+}
+
+func (b *StreamBridge) remember(rawURL string, o remotecommandserver.Options) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// Tokens nobody used expire here as in the wrapped server's cache,
+	// which also bounds how many there can be.
+	for k, p := range b.pending {
+		if now.After(p.expires) {
+			delete(b.pending, k)
+		}
+	}
+	b.pending[path.Base(u.Path)] = pendingStream{opts: o, expires: now.Add(pendingStreamTTL)}
+}
+
+func (b *StreamBridge) take(token string) (remotecommandserver.Options, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, ok := b.pending[token]
+	delete(b.pending, token)
+	if !ok || time.Now().After(p.expires) {
+		return remotecommandserver.Options{}, false
+	}
+	return p.opts, true
+}
+
+// ServeHTTP serves the two WebSocket protocols here and everything else
+// (SPDY, and the WebSocket protocols up to v4.channel.k8s.io) through the
+// wrapped server.
+func (b *StreamBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	kind, token, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	opts, known := b.take(token)
+	switch {
+	case (kind == "exec" || kind == "attach") && wsstream.IsWebSocketRequestWithStreamCloseProtocol(r):
+		if !known {
+			http.NotFound(w, r)
+			return
+		}
+		b.serveStreamClose(w, r, opts)
+	case kind == "portforward" && wsstream.IsWebSocketRequestWithTunnelingProtocol(r):
+		b.serveTunnel(w, r)
+	default:
+		b.Server.ServeHTTP(w, r)
+	}
+}
+
+// serveStreamClose serves exec or attach over v5.channel.k8s.io: channel
+// 0 stdin, 1 stdout, 2 stderr, 3 the status (the same JSON as SPDY's
+// v4.channel.k8s.io error stream, so it is passed on as it is), 4 terminal
+// sizes (JSON, also as SPDY's), and 255 followed by a channel number
+// closes that channel (stdin's end of file).
+func (b *StreamBridge) serveStreamClose(w http.ResponseWriter, r *http.Request, o remotecommandserver.Options) {
+	up, err := b.upgradeInner(r, remotecommandserver.StreamProtocolV4Name)
+	if err != nil {
+		writeUpgradeError(w, err)
+		return
+	}
+	defer up.Close()
+	conn, err := spdy.NewClientConnection(up)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer conn.Close()
+	st, err := createStreams(conn, o)
+	if err != nil {
+		klog.ErrorS(err, "Stream bridge: SPDY streams", "path", r.URL.Path)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	websocket.Server{
+		Handshake: selectProtocol(streamCloseProtocol),
+		Handler:   func(ws *websocket.Conn) { b.relayStreamClose(ws, st) },
+	}.ServeHTTP(w, r)
+}
+
+// spdyStreams are the SPDY streams of one exec or attach, nil where not
+// asked for.
+type spdyStreams struct{ stdin, stdout, stderr, status, resize io.ReadWriteCloser }
+
+func createStreams(conn interface {
+	CreateStream(http.Header) (httpstream.Stream, error)
+}, o remotecommandserver.Options) (spdyStreams, error) {
+	var st spdyStreams
+	mk := func(kind string, dst *io.ReadWriteCloser) error {
+		h := http.Header{}
+		h.Set(remotecommandserver.StreamType, kind)
+		s, err := conn.CreateStream(h)
+		if err != nil {
+			return fmt.Errorf("create %s stream: %w", kind, err)
+		}
+		*dst = s
+		return nil
+	}
+	want := []struct {
+		on   bool
+		kind string
+		dst  *io.ReadWriteCloser
+	}{
+		{true, remotecommandserver.StreamTypeError, &st.status},
+		{o.Stdin, remotecommandserver.StreamTypeStdin, &st.stdin},
+		{o.Stdout, remotecommandserver.StreamTypeStdout, &st.stdout},
+		{o.Stderr, remotecommandserver.StreamTypeStderr, &st.stderr},
+		{o.TTY, remotecommandserver.StreamTypeResize, &st.resize},
+	}
+	for _, s := range want {
+		if s.on {
+			if err := mk(s.kind, s.dst); err != nil {
+				return st, err
+			}
+		}
+	}
+	return st, nil
+}
+
+// relayStreamClose copies between the WebSocket channels and the SPDY
+// streams until the command's output and status have all been sent, or
+// the client has gone (then the SPDY connection closes, as a client's
+// would).
+func (b *StreamBridge) relayStreamClose(ws *websocket.Conn, st spdyStreams) {
+	ws.PayloadType = websocket.BinaryFrame
+	defer ws.Close()
+	send := func(ch byte, p []byte) error {
+		b.touch(ws)
+		_, err := ws.Write(append([]byte{ch}, p...))
+		return err
+	}
+	// An empty message on the first channel the client reads tells it
+	// the streams are there, as cri-streaming does for the older
+	// protocols.
+	first := byte(wsErr)
+	if st.stdout != nil {
+		first = wsStdout
+	} else if st.stderr != nil {
+		first = wsStderr
+	}
+	if err := send(first, nil); err != nil {
+		return
+	}
+	var out sync.WaitGroup
+	copyOut := func(ch byte, src io.Reader) {
+		if src == nil {
+			return
+		}
+		out.Add(1)
+		go func() {
+			defer out.Done()
+			buf := make([]byte, 32*1024)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 && send(ch, buf[:n]) != nil {
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	copyOut(wsStdout, st.stdout)
+	copyOut(wsStderr, st.stderr)
+	copyOut(wsErr, st.status)
+	outDone := make(chan struct{})
+	go func() { out.Wait(); close(outDone) }()
+
+	clientGone := make(chan struct{})
+	go func() {
+		defer close(clientGone)
+		for {
+			var msg []byte
+			b.touch(ws)
+			if err := websocket.Message.Receive(ws, &msg); err != nil {
+				return
+			}
+			if len(msg) == 0 {
+				continue
+			}
+			var dst io.WriteCloser
+			switch msg[0] {
+			case wsStdin:
+				dst = st.stdin
+			case wsSize:
+				dst = st.resize
+			case wsCloseSignal:
+				if len(msg) == 2 && msg[1] == wsStdin && st.stdin != nil {
+					_ = st.stdin.Close()
+				}
+				continue
+			}
+			if dst != nil {
+				// A stream the server has closed (stdin of a command
+				// that stopped reading) is not the client leaving.
+				_, _ = dst.Write(msg[1:])
+			}
+		}
+	}()
+	select {
+	case <-outDone:
+	case <-clientGone:
+	}
+}
+
+// touch pushes the idle deadline on with every message, either way.
+func (b *StreamBridge) touch(ws *websocket.Conn) {
+	if b.idle > 0 {
+		_ = ws.SetDeadline(time.Now().Add(b.idle))
+	}
+}
+
+// serveTunnel serves port-forward as SPDY inside WebSocket binary
+// messages: after the wrapped server has upgraded to SPDY, the bytes pass
+// through both ways unchanged.
+func (b *StreamBridge) serveTunnel(w http.ResponseWriter, r *http.Request) {
+	up, err := b.upgradeInner(r, portForwardProtocol)
+	if err != nil {
+		writeUpgradeError(w, err)
+		return
+	}
+	defer up.Close()
+	websocket.Server{
+		Handshake: selectProtocol(tunnelPrefix + portForwardProtocol),
+		Handler: func(ws *websocket.Conn) {
+			ws.PayloadType = websocket.BinaryFrame
+			done := make(chan struct{}, 2)
+			go func() { _, _ = io.Copy(up, ws); done <- struct{}{} }()
+			go func() { _, _ = io.Copy(ws, up); done <- struct{}{} }()
+			<-done
+			// Either side ending ends both; the SPDY connection's own
+			// idle timeout bounds a silent tunnel.
+			_ = ws.Close()
+			_ = up.Close()
+			<-done
+		},
+	}.ServeHTTP(w, r)
+}
+
+// selectProtocol accepts a WebSocket handshake that offers proto.
+func selectProtocol(proto string) func(*websocket.Config, *http.Request) error {
+	return func(c *websocket.Config, _ *http.Request) error {
+		for _, p := range c.Protocol {
+			if strings.TrimSpace(p) == proto {
+				c.Protocol = []string{proto}
+				return nil
+			}
+		}
+		return fmt.Errorf("subprotocol %q not offered", proto)
+	}
+}
+
+// upgradeError is the wrapped server's answer when it did not upgrade
+// (404 for an unknown or used token).
+type upgradeError struct {
+	code int
+	body string
+}
+
+func (e *upgradeError) Error() string {
+	return fmt.Sprintf("stream upgrade: %d %s", e.code, strings.TrimSpace(e.body))
+}
+
+func writeUpgradeError(w http.ResponseWriter, err error) {
+	var ue *upgradeError
+	if errors.As(err, &ue) {
+		http.Error(w, strings.TrimSpace(ue.body), ue.code)
+		return
+	}
+	http.Error(w, err.Error(), http.StatusInternalServerError)
+}
+
+// upgradeInner sends r's URL to the wrapped server as an SPDY upgrade
+// with protocol, over an in-memory connection served by an http.Server of
+// its own, and returns the upgraded connection.
+func (b *StreamBridge) upgradeInner(r *http.Request, protocol string) (net.Conn, error) {
+	client, server := net.Pipe()
+	l := &oneConnListener{conns: make(chan net.Conn, 1), closed: make(chan struct{})}
+	l.conns <- server
+	srv := &http.Server{Handler: b.Server, ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	fail := func(err error) (net.Conn, error) {
+		client.Close()
+		_ = srv.Close()
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://berth-stream"+r.URL.RequestURI(), nil)
+	if err != nil {
+		return fail(err)
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "SPDY/3.1")
+	req.Header.Set("X-Stream-Protocol-Version", protocol)
+	if err := req.Write(client); err != nil {
+		return fail(fmt.Errorf("stream upgrade: %w", err))
+	}
+	br := bufio.NewReader(client)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return fail(fmt.Errorf("stream upgrade: %w", err))
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return fail(&upgradeError{code: resp.StatusCode, body: string(body)})
+	}
+	return &upgradedConn{Conn: client, r: br, srv: srv}, nil
+}
+
+// upgradedConn reads through the buffer that read the upgrade response,
+// and stops the in-memory server with the connection.
+type upgradedConn struct {
+	net.Conn
+	r   *bufio.Reader
+	srv *http.Server
+}
+
+func (c *upgradedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *upgradedConn) Close() error {
+	err := c.Conn.Close()
+	_ = c.srv.Close()
+	return err
+}
+
+// oneConnListener hands out one connection, then waits for Close.
+type oneConnListener struct {
+	conns     chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *oneConnListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *oneConnListener) Addr() net.Addr { return pipeAddr{} }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "berth-stream" }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
@@ -118,16 +119,25 @@ func TestExecAttachPortForward(t *testing.T) {
 // and GETs /index.html through it.
 func portForwardGet(ctx context.Context, t *testing.T, e *podEnv, podID string, port int32) string {
 	t.Helper()
+	return portForwardGetVia(ctx, t, e, podID, port, func(u *url.URL) httpstream.Dialer {
+		transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", u)
+	})
+}
+
+// portForwardGetVia is portForwardGet with the dialer dial makes for the
+// streaming URL.
+func portForwardGetVia(ctx context.Context, t *testing.T, e *podEnv, podID string, port int32, dial func(*url.URL) httpstream.Dialer) string {
+	t.Helper()
 	resp, err := e.d.Runtime.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: podID, Port: []int32{port}})
 	if err != nil {
 		t.Fatalf("PortForward: %v", err)
 	}
 	u, _ := url.Parse(resp.Url)
-	transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", u)
+	dialer := dial(u)
 	stop, ready := make(chan struct{}), make(chan struct{})
 	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(int(port))}, stop, ready, io.Discard, io.Discard)
 	if err != nil {
@@ -135,12 +145,13 @@ func portForwardGet(ctx context.Context, t *testing.T, e *podEnv, podID string, 
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- fw.ForwardPorts() }()
-	defer func() { close(stop); <-errc }()
 	select {
 	case <-ready:
 	case err := <-errc:
 		t.Fatalf("port-forward: %v", err)
 	}
+	// Only now: had ForwardPorts failed, it has already returned.
+	defer func() { close(stop); <-errc }()
 	ports, err := fw.GetPorts()
 	if err != nil || len(ports) != 1 {
 		t.Fatalf("ports %v %v", ports, err)

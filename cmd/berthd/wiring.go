@@ -193,15 +193,23 @@ func newStreamServer(cfg config.Stream, rt streaming.Runtime) (*streamServer, er
 		scheme = "https"
 	}
 	sc.BaseURL = &url.URL{Scheme: scheme, Host: sc.Addr}
-	srv, err := streaming.NewServer(sc, rt)
+	inner, err := streaming.NewServer(sc, rt)
 	if err != nil {
 		lis.Close()
 		return nil, fmt.Errorf("stream server: %w", err)
 	}
+	// cri-streaming serves SPDY and the WebSocket protocols up to
+	// v4.channel.k8s.io; the bridge adds v5.channel.k8s.io and
+	// port-forward tunnelled over WebSocket, which kubectl speaks.
+	srv := cri.NewStreamBridge(inner, sc.StreamIdleTimeout)
+	// Every request here is an HTTP/1.1 upgrade (SPDY or WebSocket),
+	// which HTTP/2 cannot carry: do not offer h2 over TLS.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
 	return &streamServer{
 		Server: srv,
 		lis:    lis,
-		http:   &http.Server{Handler: srv, TLSConfig: sc.TLSConfig, ReadHeaderTimeout: 30 * time.Second},
+		http:   &http.Server{Handler: srv, TLSConfig: sc.TLSConfig, ReadHeaderTimeout: 30 * time.Second, Protocols: &protocols},
 		tls:    sc.TLSConfig != nil,
 	}, nil
 }
