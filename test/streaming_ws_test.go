@@ -188,6 +188,15 @@ func TestWebSocketExecAttachPortForward(t *testing.T) {
 			t.Fatalf("tty exec: %q %v", r.stdout, r.err)
 		}
 	})
+	t.Run("tty with stdin", func(t *testing.T) {
+		// kubectl exec -it: what is typed reaches the command through the
+		// terminal.
+		r := execSession(ctx, t, e, &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sh", "-c", "read x; echo got:$x"}, Stdin: true, Stdout: true, Tty: true},
+			ws, remotecommand.StreamOptions{Stdin: strings.NewReader("typed\n")})
+		if r.err != nil || !strings.Contains(r.stdout, "got:typed") {
+			t.Fatalf("tty exec with stdin: %q %v", r.stdout, r.err)
+		}
+	})
 	t.Run("resize", func(t *testing.T) { resizeCheck(ctx, t, e, id, ws) })
 	t.Run("resize over SPDY", func(t *testing.T) { resizeCheck(ctx, t, e, id, spdyExecutor(t, &rest.Config{})) })
 	t.Run("token used once", func(t *testing.T) {
