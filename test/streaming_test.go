@@ -180,6 +180,23 @@ func TestPortForwardHostNetwork(t *testing.T) {
 	port := freeTCPPort(t)
 	e.startContainer(t, podID, podCfg, e.containerConfig("web", "sh", "-c",
 		"mkdir -p /www && echo host-net > /www/index.html && exec httpd -f -p 127.0.0.1:"+strconv.Itoa(int(port))+" -h /www"))
+	// The server shares the host's network: wait until it answers here,
+	// so a slow start cannot pass for a port-forward failure.
+	direct := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))) + "/index.html"
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r, err := http.Get(direct)
+		if err == nil {
+			b, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			if string(b) != "host-net\n" {
+				t.Fatalf("port %d is served by someone else: %q", port, b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pod's server never answered on the host: %v", err)
+		}
+	}
 	if body := portForwardGet(ctx, t, e, podID, port); body != "host-net\n" {
 		t.Fatalf("port-forward to a host-network pod: %q", body)
 	}
