@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"sync"
-	"syscall"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -162,15 +161,12 @@ func (s *Service) watchExit(rec *containerRecord) {
 	go func() {
 		defer close(done)
 		ctx := context.Background()
-		st, err := s.deps.Runtime.Wait(ctx, rec.ID)
+		_, err := s.deps.Runtime.Wait(ctx, rec.ID)
 		if err != nil {
 			if !errdefs.IsNotFound(err) {
 				klog.ErrorS(err, "Waiting for a container's exit failed", "containerID", rec.ID, "podSandboxID", rec.PodID)
 			}
 			return
-		}
-		if st.Message == runtime.MessageMonitorDied {
-			s.killOrphans(ctx, rec.PodID)
 		}
 		s.emit(ctx, rec, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 		// Once done is closed: removal waits for the STOPPED event.
@@ -179,22 +175,6 @@ func (s *Service) watchExit(rec *containerRecord) {
 			s.autoRemove(rec)
 		}()
 	}()
-}
-
-// killOrphans kills the processes of a pod whose monitor died. The runtime
-// then reports its containers stopped, but their processes live on,
-// unmanaged (no log copied, no exit recorded): the report is made true.
-// Kill of a container without a monitor signals the recorded process only
-// if it is still the same one.
-func (s *Service) killOrphans(ctx context.Context, podID string) {
-	for _, rec := range s.containers.list() {
-		if rec.PodID != podID {
-			continue
-		}
-		if err := s.deps.Runtime.Kill(ctx, rec.ID, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
-			klog.ErrorS(err, "Killing a container whose monitor died", "containerID", rec.ID, "podSandboxID", podID)
-		}
-	}
 }
 
 // watchRunning re-arms exit watches after a restart.

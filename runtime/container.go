@@ -245,17 +245,40 @@ func (r *Runtime) State(ctx context.Context, id string) (State, error) {
 	switch {
 	case err == nil:
 		return r.toState(ctx, m, resp.State), nil
-	case errors.Is(err, errdefs.ErrUnavailable), errdefs.IsNotFound(err):
-		// No monitor, or one that does not know the container (a new
-		// monitor of the same pod): the state file has the last word.
+	case errdefs.IsNotFound(err):
+		// A monitor that does not know the container (a new monitor of
+		// the same pod): the state file has the last word.
+		return r.stateFromFile(ctx, id, m)
+	case errors.Is(err, errdefs.ErrUnavailable):
+		// A broken connection is not a dead monitor: only one that no
+		// longer listens is.
+		if !r.monitorGone(ctx, m.PodID) {
+			return State{}, fmt.Errorf("container %s: %w", id, err)
+		}
 		return r.stateFromFile(ctx, id, m)
 	}
 	return State{}, fmt.Errorf("container %s: %w", id, err)
 }
 
+// monitorGone tells whether pod podID's monitor no longer listens.
+func (r *Runtime) monitorGone(ctx context.Context, podID string) bool {
+	conn, err := monitor.Dial(ctx, r.podDir(podID))
+	if err != nil {
+		return errors.Is(err, errdefs.ErrUnavailable)
+	}
+	conn.Close()
+	return false
+}
+
+// orphanKillTimeout bounds waiting for an orphaned container process to die
+// after SIGKILL (one stuck in the kernel must not hang State).
+const orphanKillTimeout = 5 * time.Second
+
 // stateFromFile reads state.json of a container whose monitor is gone. If
-// the monitor died before the container stopped, the file is rewritten as
-// stopped with reason Unknown, so that later calls agree.
+// the monitor died before the container stopped, the container's process,
+// if it outlived the monitor, is killed (nobody copies its logs or records
+// its exit any more), and the file is rewritten as stopped with reason
+// Unknown, so that the report is true and later calls agree.
 func (r *Runtime) stateFromFile(ctx context.Context, id string, m *meta) (State, error) {
 	bundle := r.bundleDir(id)
 	st, err := monitor.ReadStateFile(bundle)
@@ -266,6 +289,12 @@ func (r *Runtime) stateFromFile(ctx context.Context, id string, m *meta) (State,
 		return State{}, err
 	}
 	if st.Status != monitor.StatusStopped {
+		kctx, cancel := context.WithTimeout(ctx, orphanKillTimeout)
+		err := r.killOrphan(kctx, id, syscall.SIGKILL, true)
+		cancel()
+		if err != nil {
+			return State{}, fmt.Errorf("container %s: kill the process its dead monitor left: %w", id, err)
+		}
 		st.Status = monitor.StatusStopped
 		st.ExitCode = unknownExitCode
 		st.Reason = ReasonUnknown
@@ -327,11 +356,9 @@ func (r *Runtime) Wait(ctx context.Context, id string) (State, error) {
 		}
 		// The connection broke: if the monitor is really gone, the
 		// state file decides; if it answers again, wait again.
-		conn, derr := monitor.Dial(ctx, r.podDir(m.PodID))
-		if derr != nil {
+		if r.monitorGone(ctx, m.PodID) {
 			return r.stateFromFile(ctx, id, m)
 		}
-		conn.Close()
 	}
 }
 

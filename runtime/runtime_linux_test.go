@@ -761,7 +761,11 @@ func TestMonitorDied(t *testing.T) {
 	if err != nil || got.Status != StatusStopped || got.Reason != ReasonUnknown || !got.FinishedAt.Equal(waited.FinishedAt) {
 		t.Errorf("State: %+v, %v", got, err)
 	}
-	// The container process outlived its monitor; Delete kills it.
+	// The container process outlived its monitor: reporting it stopped
+	// killed it, so the report is true.
+	if alive(st.Pid) {
+		t.Errorf("container process %d still runs after its container was reported stopped", st.Pid)
+	}
 	if err := p.r.Delete(ctx, "orphan"); err != nil {
 		t.Fatal(err)
 	}
