@@ -39,6 +39,7 @@ type server struct {
 	// lnClosed is set before ln is closed, so serve tells the end from
 	// a failed accept.
 	lnClosed atomic.Bool
+	trim     trimmer
 
 	mu        sync.Mutex
 	ctrs      map[string]*ctr
@@ -304,6 +305,7 @@ func (s *server) finishExit(c *ctr) {
 	}
 	c.subs = nil
 	c.subMu.Unlock()
+	s.trim.maybe()
 }
 
 func (s *server) writeStateLocked(c *ctr) {
@@ -332,6 +334,7 @@ func (s *server) serve() {
 
 func (s *server) handle(conn *os.File) {
 	defer conn.Close()
+	defer s.trim.maybe()
 	br := bufio.NewReaderSize(conn, 1024)
 	// ReadBytes, not ReadSlice: a request with long paths may exceed the
 	// buffer. Only root reaches the socket (its directory is 0700).
