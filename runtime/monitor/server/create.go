@@ -274,6 +274,7 @@ func (e *builtinEngine) create(ctx context.Context, c *ctr, stdio []*os.File) (r
 	defer stop()
 
 	sc := bufio.NewScanner(syncR)
+	sc.Buffer(make([]byte, 512), bufio.MaxScanTokenSize) // lines are short
 	havePid := false
 	for sc.Scan() {
 		var m syncMsg

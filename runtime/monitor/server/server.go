@@ -335,7 +335,8 @@ func (s *server) serve() {
 func (s *server) handle(conn *os.File) {
 	defer conn.Close()
 	defer s.trim.maybe()
-	br := bufio.NewReaderSize(conn, 1024)
+	// Small: the garbage of each request stays until the next trim.
+	br := bufio.NewReaderSize(conn, 512)
 	// ReadBytes, not ReadSlice: a request with long paths may exceed the
 	// buffer. Only root reaches the socket (its directory is 0700).
 	line, err := br.ReadBytes('\n')
@@ -351,14 +352,21 @@ func (s *server) handle(conn *os.File) {
 		s.attach(conn, br, &req)
 		return
 	}
-	// A client that closes its end gives up: cancel what it waits for.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		var b [1]byte
-		br.Read(b[:])
-		cancel()
-	}()
+	ctx := context.Background()
+	switch req.Op {
+	case OpInfo, OpState, OpReopen, OpResize:
+		// Answered at once: nothing to cancel (and no garbage for it).
+	default:
+		// A client that closes its end gives up: cancel what it waits for.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			var b [1]byte
+			br.Read(b[:])
+			cancel()
+		}()
+	}
 	resp := &Response{}
 	switch req.Op {
 	case OpInfo:
@@ -404,7 +412,7 @@ func reply(conn *os.File, resp *Response, err error) {
 	if err != nil {
 		resp.Error, resp.Kind = err.Error(), kindOf(err)
 	}
-	conn.Write(append(resp.appendJSON(nil), '\n'))
+	conn.Write(append(resp.appendJSON(make([]byte, 0, 512)), '\n'))
 }
 
 func notFound(id string) error {
