@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -445,9 +446,17 @@ func (s *server) copyOut(c *ctr, r *os.File, stream string, frame byte, closeAtE
 func (c *ctr) broadcast(frame byte, p []byte) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
+	if len(c.subs) == 0 {
+		return
+	}
+	// The frame is built in a buffer kept for the session rather than
+	// allocated per write (as WriteFrame does): a busy attached stream
+	// would otherwise make garbage that no trim counts.
+	c.frame = append(append(c.frame[:0], frame, 0, 0, 0, 0), p...)
+	binary.BigEndian.PutUint32(c.frame[1:5], uint32(len(p)))
 	for conn := range c.subs {
 		conn.SetWriteDeadline(time.Now().Add(subWriteTimeout))
-		if err := WriteFrame(conn, frame, p); err != nil {
+		if _, err := conn.Write(c.frame); err != nil {
 			delete(c.subs, conn)
 			conn.Close()
 		}
@@ -484,6 +493,9 @@ func (s *server) attach(conn *os.File, br *bufio.Reader, req *Request) {
 	defer func() {
 		c.subMu.Lock()
 		delete(c.subs, conn)
+		if len(c.subs) == 0 {
+			c.frame = nil
+		}
 		c.subMu.Unlock()
 		if req.Stdin && c.stdinOnce && !c.tty {
 			// stdin_once: the first attach that detaches closes stdin.

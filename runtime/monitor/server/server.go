@@ -75,6 +75,7 @@ type ctr struct {
 
 	subMu sync.Mutex
 	subs  map[*os.File]struct{}
+	frame []byte // broadcast's scratch, under subMu
 }
 
 func newServer(dir, self string, sharePID bool) (*server, error) {
@@ -303,7 +304,7 @@ func (s *server) finishExit(c *ctr) {
 		WriteFrame(conn, FrameExit, b)
 		closeWrite(conn)
 	}
-	c.subs = nil
+	c.subs, c.frame = nil, nil
 	c.subMu.Unlock()
 	s.trim.maybe()
 }
@@ -564,7 +565,7 @@ func (c *ctr) release() {
 	for conn := range c.subs {
 		conn.Close()
 	}
-	c.subs = nil
+	c.subs, c.frame = nil, nil
 	c.subMu.Unlock()
 }
 
