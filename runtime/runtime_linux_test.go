@@ -937,3 +937,32 @@ func TestListAndDeleteHalfMadeBundles(t *testing.T) {
 		}
 	}
 }
+
+// Container processes start with every signal at its default action, as
+// under runc: the monitor ignores SIGHUP and SIGINT, and ignored signals
+// would otherwise stay ignored across execve (a shell's trap on INT would
+// silently never fire).
+func TestSignalsStartAtDefault(t *testing.T) {
+	p := startTestPod(t, false, false)
+	ctx := context.Background()
+	p.create("box", testSpec("sleep", "1000"), CreateOptions{})
+	if err := p.r.Start(ctx, "box"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := p.r.Exec(ctx, "box", ExecOptions{
+		Process: &specs.Process{Args: []string{"sh", "-c", "cat /proc/1/status /proc/self/status | while read k v; do [ \"$k\" = SigIgn: ] && echo \"$k$v\"; done; true"}, Env: []string{"PATH=/bin"}, Cwd: "/"},
+		Stdout:  &out,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("exec output %q", out.String())
+	}
+	for _, l := range lines {
+		if l != "SigIgn:0000000000000000" {
+			t.Errorf("%s: want no ignored signal", l)
+		}
+	}
+}

@@ -264,6 +264,9 @@ func (pr *prepared) execute() error {
 			return fmt.Errorf("no_new_privs: %w", err)
 		}
 	}
+	if err := defaultIgnoredSignals(); err != nil {
+		return err
+	}
 	// No descriptor but stdio may reach the program (CVE-2024-21626).
 	// Close-on-exec rather than close: the sync pipe still reports a failed
 	// execve, and closes by itself on success.
@@ -295,6 +298,47 @@ func setUser(u specs.User) error {
 	}
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(u.UID), uintptr(u.UID), uintptr(u.UID)); e != 0 {
 		return fmt.Errorf("setuid %d: %w", u.UID, e)
+	}
+	return nil
+}
+
+// kernelSigaction is the kernel's struct sigaction (the same layout on
+// amd64 and arm64).
+type kernelSigaction struct {
+	handler  uintptr
+	flags    uint64
+	restorer uintptr
+	mask     uint64
+}
+
+// sigIgn is SIG_IGN; sigDfl, SIG_DFL.
+const sigIgn, sigDfl = 1, 0
+
+// defaultIgnoredSignals gives back their default action to the signals this
+// process ignores. Ignored signals stay ignored across execve, and the
+// monitor ignores SIGHUP and SIGINT (berthd may too): without this the
+// program would start deaf to them, where a program under docker or runc
+// starts with every signal at its default. Caught signals need nothing:
+// execve resets them.
+func defaultIgnoredSignals() error {
+	for sig := 1; sig < 65; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		var old kernelSigaction
+		if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0); e != 0 {
+			if e == unix.EINVAL {
+				continue // a signal number this kernel does not have
+			}
+			return fmt.Errorf("read the action of signal %d: %w", sig, e)
+		}
+		if old.handler != sigIgn {
+			continue
+		}
+		dfl := kernelSigaction{handler: sigDfl}
+		if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0); e != 0 {
+			return fmt.Errorf("reset signal %d to its default action: %w", sig, e)
+		}
 	}
 	return nil
 }
