@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -256,5 +258,38 @@ func waitCmd(t *testing.T, cmd *exec.Cmd) error {
 		<-done
 		t.Fatalf("berth %v hung", cmd.Args[1:])
 		return nil
+	}
+}
+
+// Without a tty, signals berth gets are passed on to the container, as
+// docker's signal proxy does: Ctrl-C (SIGINT) reaches a trap in the
+// container instead of stopping it.
+func TestCLIRunProxiesSignals(t *testing.T) {
+	e := startCLIEnv(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := berthCmd(t, e.d, e.logRoot, "run", "--rm", "--name", "sigproxy", e.busybox, "sh", "-c",
+		`trap 'echo got-TERM' TERM; trap 'echo got-INT; exit 3' INT; echo ready; while :; do sleep 0.1; done`)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	out := newPtyReader(r)
+	out.waitFor(t, regexp.MustCompile(`ready\n`))
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, regexp.MustCompile(`got-TERM\n`))
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err = waitCmd(t, cmd) // not waitExit: its SIGQUIT would go to the container
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(out.String(), "got-INT\n") {
+		t.Errorf("run after SIGTERM and SIGINT: %v, output %q; want the traps' output and exit 3", err, out.String())
 	}
 }

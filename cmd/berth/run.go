@@ -541,6 +541,12 @@ func exitFromStatus(st *runtimeapi.ContainerStatus) error {
 // start is set), waits for it to exit and returns its final status.
 // detached reports a Ctrl-P Ctrl-Q detach.
 func (c *cli) attachAndWait(ctx context.Context, rt runtimeapi.RuntimeServiceClient, id string, o *runOptions, start bool) (*runtimeapi.ContainerStatus, bool, error) {
+	if !o.tty {
+		// A SIGTERM ends the CLI's context; here it goes to the
+		// container instead (see the signal proxy below), and berth
+		// ends when the container does.
+		ctx = context.WithoutCancel(ctx)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	logPath := ""
@@ -563,20 +569,22 @@ func (c *cli) attachAndWait(ctx context.Context, rt runtimeapi.RuntimeServiceCli
 		}
 	}
 
-	// Without a tty Ctrl-C stops the container, as docker's signal proxy
-	// does (CRI has no way to send it just SIGINT). With one it is a byte
-	// typed into the pty.
+	// Without a tty, signals the CLI gets are passed on to the container,
+	// as docker's signal proxy does: Ctrl-C sends it SIGINT (which a pid 1
+	// without a handler ignores, as under docker). With a tty Ctrl-C is a
+	// byte typed into the pty.
 	if !o.tty {
 		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 		defer signal.Stop(sigs)
 		go func() {
-			select {
-			case <-sigs:
-				sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
-				defer scancel()
-				_, _ = rt.StopContainer(sctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 10})
-			case <-ctx.Done():
+			for {
+				select {
+				case sig := <-sigs:
+					c.proxySignal(rt, id, sig.(syscall.Signal))
+				case <-ctx.Done():
+					return
+				}
 			}
 		}()
 	}
@@ -732,4 +740,19 @@ func isPodUID(s string) bool {
 		}
 	}
 	return true
+}
+
+// proxySignal sends sig to container id through berthd's kill extension.
+// A berthd without it can only stop the container (CRI has no call that
+// sends a signal).
+func (c *cli) proxySignal(rt runtimeapi.RuntimeServiceClient, id string, sig syscall.Signal) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := c.callExt(ctx, extKillMethod, map[string]any{"containerId": id, "signal": float64(sig)})
+	if isUnimplemented(err) {
+		_, err = rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 10})
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "berth: passing %v on to the container: %s\n", sig, daemonMessage(err))
+	}
 }
