@@ -20,7 +20,6 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming"
 	remotecommandserver "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/klog/v2"
-	utilexec "k8s.io/utils/exec"
 
 	"github.com/berth-dev/berth/errdefs"
 	"github.com/berth-dev/berth/runtime"
@@ -271,25 +270,5 @@ func (r extStreamRuntime) Exec(ctx context.Context, containerID string, cmd []st
 	if !ok || grant.containerID != containerID {
 		return fmt.Errorf("exec in %s: unknown or used exec token: %w", containerID, errdefs.ErrInvalidArgument)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	opts := runtime.ExecOptions{Process: grant.process, Tty: tty, Resize: resizeChan(ctx, resize)}
-	// Leave interface fields nil rather than holding typed nils.
-	if in != nil {
-		opts.Stdin = in
-	}
-	if out != nil {
-		opts.Stdout = out
-	}
-	if errw != nil {
-		opts.Stderr = errw
-	}
-	code, err := r.x.s.deps.Runtime.Exec(ctx, containerID, opts)
-	if err != nil {
-		return err
-	}
-	if code != 0 {
-		return utilexec.CodeExitError{Err: fmt.Errorf("command %q exited with %d", grant.process.Args, code), Code: code}
-	}
-	return nil
+	return r.execStreams(ctx, containerID, grant.process, in, out, errw, tty, resize)
 }

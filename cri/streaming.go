@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/net/websocket"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -145,9 +146,15 @@ func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []strin
 	if err != nil {
 		return err
 	}
+	return r.execStreams(ctx, e.rec.ID, execProcess(e.rec, cmd, tty), in, out, errw, tty, resize)
+}
+
+// execStreams runs process in container id with the streaming server's
+// streams; a non-zero exit becomes an ExitError so the client sees the code.
+func (r streamRuntime) execStreams(ctx context.Context, id string, process *specs.Process, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	opts := runtime.ExecOptions{Process: execProcess(e.rec, cmd, tty), Tty: tty, Resize: resizeChan(ctx, resize)}
+	opts := runtime.ExecOptions{Process: process, Tty: tty, Resize: resizeChan(ctx, resize)}
 	// Leave interface fields nil rather than holding typed nils.
 	if in != nil {
 		opts.Stdin = in
@@ -158,12 +165,12 @@ func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []strin
 	if errw != nil {
 		opts.Stderr = errw
 	}
-	code, err := r.s.deps.Runtime.Exec(ctx, e.rec.ID, opts)
+	code, err := r.s.deps.Runtime.Exec(ctx, id, opts)
 	if err != nil {
 		return err
 	}
 	if code != 0 {
-		return utilexec.CodeExitError{Err: fmt.Errorf("command %q exited with %d", cmd, code), Code: code}
+		return utilexec.CodeExitError{Err: fmt.Errorf("command %q exited with %d", process.Args, code), Code: code}
 	}
 	return nil
 }
