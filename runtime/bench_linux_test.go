@@ -115,8 +115,14 @@ func smapsRollup(pid int) (rss, pss int, err error) {
 
 // buildMonitor builds cmd/berth-monitor as hack/build.sh does (without
 // cgo), for Config.MonitorPath.
+//
+// BERTH_BENCH_MONITOR=PATH measures that binary instead (another build, to
+// compare).
 func buildMonitor(tb testing.TB) string {
 	tb.Helper()
+	if p := os.Getenv("BERTH_BENCH_MONITOR"); p != "" {
+		return p
+	}
 	bin := filepath.Join(tb.TempDir(), "berth-monitor")
 	cmd := exec.Command("go", "build", "-o", bin, "../cmd/berth-monitor")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -114,9 +114,10 @@ func Main(args []string) int {
 		logf("--dir must be an absolute path")
 		return 2
 	}
-	// The monitor collects garbage when it trims (trim.go), not when its
-	// heap grows: see trim.go.
-	setGCPolicy()
+	// GC: the runtime's default pacing, plus trims (trim.go). Measured
+	// (BenchmarkMonitorMemory), a lower GOGC made the monitor bigger: each
+	// GC touches runtime metadata (some 250 KiB at the first) that a
+	// monitor which never collects does not.
 
 	ready := os.NewFile(3, "ready")
 	if _, err := unix.FcntlInt(3, unix.F_GETFD, 0); err != nil {

@@ -334,8 +334,8 @@ func (s *server) serve() {
 }
 
 func (s *server) handle(conn *os.File) {
+	defer s.trim.maybe() // after the close: the client need not wait for it
 	defer conn.Close()
-	defer s.trim.maybe()
 	// Small: the garbage of each request stays until the next trim.
 	br := bufio.NewReaderSize(conn, 512)
 	// ReadBytes, not ReadSlice: a request with long paths may exceed the
