@@ -130,7 +130,7 @@ func Main(args []string) int {
 		return 1
 	}
 	sendReady(ready, &ReadyMessage{Pid: os.Getpid(), PidNS: s.pidns})
-	s.serve()
+	s.serve() // returns never: shutdown exits the process
 	return 0
 }
 

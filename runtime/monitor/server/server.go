@@ -318,12 +318,16 @@ func (s *server) writeStateLocked(c *ctr) {
 	}
 }
 
+// serve accepts connections until shutdown, whose caller ends the process.
 func (s *server) serve() {
 	for {
 		conn, err := accept(s.ln)
 		if err != nil {
 			if s.lnClosed.Load() {
-				return
+				// shutdown closed it, and its caller exits the
+				// process when done (after its reply): returning
+				// would end the process before that.
+				select {}
 			}
 			// EMFILE and the like: keep serving the pods we have.
 			time.Sleep(10 * time.Millisecond)
@@ -593,9 +597,9 @@ func (s *server) shutdown(ctx context.Context) error {
 		}
 	}
 	s.stopPodInit()
+	os.Remove(SocketPath(s.dir))
 	s.lnClosed.Store(true)
 	s.ln.Close()
-	os.Remove(SocketPath(s.dir))
 	return nil
 }
 
