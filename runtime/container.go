@@ -235,16 +235,26 @@ func (r *Runtime) monitorErr(id string, err error) error {
 }
 
 // State returns the container's state. It never reports a container as
-// running after its monitor died.
+// running after its monitor died. A running container's state comes from
+// its exit watch (see exitWatches), without asking the monitor.
 func (r *Runtime) State(ctx context.Context, id string) (State, error) {
 	m, err := r.readMeta(id)
 	if err != nil {
 		return State{}, err
 	}
+	if w := r.watching(id); w != nil {
+		if st, ok := w.cachedState(); ok {
+			return st, nil
+		}
+	}
 	resp, err := r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpState, ID: id})
 	switch {
 	case err == nil:
-		return r.toState(ctx, m, resp.State), nil
+		st := r.toState(ctx, m, resp.State)
+		if st.Status == StatusRunning {
+			r.watch(id, m, st)
+		}
+		return st, nil
 	case errdefs.IsNotFound(err):
 		// A monitor that does not know the container (a new monitor of
 		// the same pod): the state file has the last word.
@@ -333,32 +343,34 @@ func (r *Runtime) toState(ctx context.Context, m *meta, st *monitor.State) State
 }
 
 // Wait blocks until the container stops (or ctx ends) and returns its state.
-// The monitor answers when the exit is recorded: no polling.
+// A running container's wait is its exit watch, shared by every caller.
 func (r *Runtime) Wait(ctx context.Context, id string) (State, error) {
 	m, err := r.readMeta(id)
 	if err != nil {
 		return State{}, err
 	}
-	mon := r.monitor(m.PodID)
-	for {
-		resp, err := mon.Do(ctx, &monitor.Request{Op: monitor.OpWait, ID: id})
-		if err == nil {
-			return r.toState(ctx, m, resp.State), nil
+	w := r.watching(id)
+	if w == nil {
+		st, err := r.State(ctx, id)
+		if err != nil {
+			return State{}, err
 		}
-		if ctx.Err() != nil {
-			return State{}, ctx.Err()
+		if st.Status == StatusStopped {
+			return st, nil
 		}
-		if errdefs.IsNotFound(err) {
-			return r.stateFromFile(ctx, id, m)
+		if w = r.watching(id); w == nil {
+			// Created, not started yet: wait on the monitor directly.
+			return r.waitMonitor(ctx, id, m)
 		}
-		if !errors.Is(err, errdefs.ErrUnavailable) {
-			return State{}, fmt.Errorf("container %s: %w", id, err)
+	}
+	select {
+	case <-w.done:
+		if w.err != nil {
+			return State{}, w.err
 		}
-		// The connection broke: if the monitor is really gone, the
-		// state file decides; if it answers again, wait again.
-		if r.monitorGone(ctx, m.PodID) {
-			return r.stateFromFile(ctx, id, m)
-		}
+		return w.final, nil
+	case <-ctx.Done():
+		return State{}, ctx.Err()
 	}
 }
 
@@ -468,6 +480,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	_, err = r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id})
+	r.forget(id, nil)
 	if errors.Is(err, errdefs.ErrUnavailable) {
 		err = r.killOrphan(ctx, id, syscall.SIGKILL, true)
 	}

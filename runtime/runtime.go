@@ -107,10 +107,12 @@ func (a cgroupAdapter[C, M]) Load(ctx context.Context, path string) (Cgroup, err
 	return c, nil
 }
 
-// Runtime runs containers. It keeps no state in memory beyond its config,
-// so any number of Runtime values (or berthd restarts) see the same truth.
+// Runtime runs containers. What it knows is on disk and in the monitors;
+// in memory it only keeps waits for running containers' exits (exits), so
+// any number of Runtime values (or berthd restarts) see the same truth.
 type Runtime struct {
-	cfg Config
+	cfg   Config
+	exits exitWatches
 	// shimExe is a sealed in-memory copy of berth-shim, shared by every
 	// container init and exec entry started through this Runtime: they must
 	// run from a sealed copy (CVE-2019-5736), and finding themselves already
@@ -150,6 +152,7 @@ func New(cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	r := &Runtime{cfg: cfg, handlers: hs}
+	r.exits.ctx, r.exits.cancel = context.WithCancel(context.Background())
 	exe, err := sealedCopy(cfg.ShimPath)
 	if err != nil {
 		klog.ErrorS(err, "No shared sealed copy of berth-shim; each container start will copy it")
@@ -159,9 +162,11 @@ func New(cfg Config) (*Runtime, error) {
 	return r, nil
 }
 
-// Close releases what the Runtime holds open (the sealed shim copy). Pod
+// Close releases what the Runtime holds open (the sealed shim copy, the
+// exit watches' connections to the monitors). Pod
 // monitors and containers are not affected: they outlive berthd.
 func (r *Runtime) Close() error {
+	r.exits.cancel()
 	if r.shimExe == nil {
 		return nil
 	}

@@ -966,3 +966,60 @@ func TestSignalsStartAtDefault(t *testing.T) {
 		}
 	}
 }
+
+// A running container's state comes from its exit watch, not from a request
+// to the monitor each time: State answers while the monitor is frozen, and
+// the exit reaches State and every Wait through the one watch.
+func TestStateOfRunningContainerIsWatched(t *testing.T) {
+	p := startTestPod(t, false, false)
+	ctx := context.Background()
+	p.create("watched", testSpec("sh", "-c", "read line; exit 7"), CreateOptions{Stdin: true, StdinOnce: true})
+	if err := p.r.Start(ctx, "watched"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.r.State(ctx, "watched"); err != nil || st.Status != StatusRunning {
+		t.Fatalf("State after Start: %+v, %v", st, err)
+	}
+	if err := syscall.Kill(p.info.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			syscall.Kill(p.info.Pid, syscall.SIGCONT)
+		}
+	}
+	defer thaw()
+	for range 100 {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := p.r.State(sctx, "watched")
+		cancel()
+		if err != nil || st.Status != StatusRunning {
+			t.Fatalf("State with the monitor frozen: %+v, %v", st, err)
+		}
+	}
+	waits := make(chan State, 3)
+	for range 3 {
+		go func() {
+			st, err := p.r.Wait(ctx, "watched")
+			if err != nil {
+				t.Error(err)
+			}
+			waits <- st
+		}()
+	}
+	thaw()
+	// Closing stdin ends the container (stdin_once): attach, then detach.
+	actx, acancel := context.WithCancel(ctx)
+	go p.r.Attach(actx, "watched", strings.NewReader("bye\n"), io.Discard, io.Discard, nil)
+	for range 3 {
+		if st := <-waits; st.Status != StatusStopped || st.ExitCode != 7 {
+			t.Errorf("Wait: %+v, want stopped with 7", st)
+		}
+	}
+	acancel()
+	if st, err := p.r.State(ctx, "watched"); err != nil || st.Status != StatusStopped || st.ExitCode != 7 {
+		t.Errorf("State after the exit: %+v, %v", st, err)
+	}
+}
