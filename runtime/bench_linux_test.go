@@ -205,8 +205,10 @@ func BenchmarkMonitorMemory(b *testing.B) {
 							time.Sleep(time.Millisecond)
 						}
 						// As kubelet's relist asks for every container's
-						// status each second: garbage the monitor makes per
-						// request stays resident until a GC.
+						// status each second. Through runtime.State, a
+						// running container's status comes from its exit
+						// watch; a request to the monitor would leave it
+						// garbage, resident until a GC.
 						for k := 0; k < size.polls; k++ {
 							if _, err := r.State(ctx, id); err != nil {
 								b.Fatal(err)
