@@ -84,12 +84,6 @@ func runRequest(cfg *runtimeapi.PodSandboxConfig, handler string) (podsandbox.Ru
 		if rr.HostNetwork || rr.HostIPC || rr.HostPID {
 			return rr, fmt.Errorf("linux.security_context.namespace_options: a pod with a user namespace cannot use the node's network, ipc or pid namespace: %w", errdefs.ErrInvalidArgument)
 		}
-		if ns.GetPid() == runtimeapi.NamespaceMode_POD {
-			// The pod's pid namespace is made by its monitor, outside the
-			// pod's user namespace: root in the user namespace could
-			// neither join it nor mount its proc.
-			return rr, fmt.Errorf("linux.security_context.namespace_options: a user namespace with a shared pid namespace (shareProcessNamespace) is not supported yet: %w", errdefs.ErrNotImplemented)
-		}
 		idmap := func(m *runtimeapi.IDMapping) specs.LinuxIDMapping {
 			return specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()}
 		}

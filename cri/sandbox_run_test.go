@@ -51,8 +51,9 @@ func TestRunRequestUserns(t *testing.T) {
 	}
 }
 
-// A pod's shared pid namespace is not (yet) made inside its user namespace:
-// refused up front rather than failing every container.
+// A pod's shared pid namespace with its user namespace is accepted: the
+// request carries both, for podsandbox to make the pid namespace inside
+// the user namespace.
 func TestRunRequestUsernsSharedPid(t *testing.T) {
 	ids := []*runtimeapi.IDMapping{{HostId: 100000, ContainerId: 0, Length: 65536}}
 	cfg := &runtimeapi.PodSandboxConfig{
@@ -61,11 +62,12 @@ func TestRunRequestUsernsSharedPid(t *testing.T) {
 			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD, UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids}},
 		}},
 	}
-	if _, err := runRequest(cfg, ""); !errors.Is(err, errdefs.ErrNotImplemented) {
-		t.Errorf("user namespace with a shared pid namespace: %v, want NotImplemented", err)
+	rr, err := runRequest(cfg, "")
+	if err != nil || !rr.SharePID || rr.UserNS == nil {
+		t.Errorf("user namespace with a shared pid namespace: SharePID %v, UserNS %+v, %v", rr.SharePID, rr.UserNS, err)
 	}
 	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_CONTAINER
-	if _, err := runRequest(cfg, ""); err != nil {
-		t.Errorf("user namespace with a pid namespace per container: %v", err)
+	if rr, err := runRequest(cfg, ""); err != nil || rr.SharePID {
+		t.Errorf("user namespace with a pid namespace per container: SharePID %v, %v", rr.SharePID, err)
 	}
 }

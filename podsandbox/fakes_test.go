@@ -24,6 +24,7 @@ type fakes struct {
 	fail     string // "pin", "cgroup", "monitor", "network", "shm", "teardown"
 	pinned   map[string]bool
 	monitors map[string]bool
+	userns   map[string]string // pod ID -> the user namespace its monitor got
 	cgroups  map[string]*specs.LinuxResources
 	attached map[string]bool
 	shm      map[string]bool
@@ -36,6 +37,7 @@ func newFakes() *fakes {
 	return &fakes{
 		pinned:   map[string]bool{},
 		monitors: map[string]bool{},
+		userns:   map[string]string{},
 		cgroups:  map[string]*specs.LinuxResources{},
 		attached: map[string]bool{},
 		shm:      map[string]bool{},
@@ -77,6 +79,17 @@ func (f *fakes) UnpinNamespaces(ctx context.Context, dir string) error {
 	delete(f.pinned, dir)
 	f.mu.Unlock()
 	return nil
+}
+
+func (f *fakes) PinNamespacesUserns(ctx context.Context, dir string, kinds []string, hostname string, uid, gid specs.LinuxIDMapping) (map[string]string, error) {
+	return f.PinNamespaces(ctx, dir, kinds)
+}
+
+func (f *fakes) StartMonitorUserns(ctx context.Context, podID string, sharePID bool, userns string) (string, error) {
+	f.mu.Lock()
+	f.userns[podID] = userns
+	f.mu.Unlock()
+	return f.StartMonitor(ctx, podID, sharePID)
 }
 
 func (f *fakes) StartMonitor(ctx context.Context, podID string, sharePID bool) (string, error) {

@@ -275,6 +275,45 @@ func TestHostNamespaces(t *testing.T) {
 	}
 }
 
+// A pod with a user namespace and a shared pid namespace: the user
+// namespace is pinned before the monitor starts, and the monitor gets it,
+// to make the pid namespace inside it.
+func TestUsernsSharedPID(t *testing.T) {
+	tm := newTestManager(t, nil)
+	ctx := context.Background()
+	r := req("u")
+	r.SharePID = true
+	r.UserNS = &UserNamespace{
+		UID: specs.LinuxIDMapping{ContainerID: 0, HostID: 100000, Size: 65536},
+		GID: specs.LinuxIDMapping{ContainerID: 0, HostID: 100000, Size: 65536},
+	}
+	p, err := tm.Run(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.UserNSPath == "" || tm.f.userns[p.ID] != p.UserNSPath || p.PIDNSPath == "" {
+		t.Fatalf("user namespace %q, the monitor got %q, pid namespace %q", p.UserNSPath, tm.f.userns[p.ID], p.PIDNSPath)
+	}
+	// Without a shared pid namespace the monitor needs no user namespace.
+	r = req("v")
+	r.UserNS = &UserNamespace{UID: p.UIDMappings[0], GID: p.GIDMappings[0]}
+	q, err := tm.Run(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tm.f.userns[q.ID]; ok || q.PIDNSPath != "" {
+		t.Fatalf("pod without a shared pid namespace: monitor got user namespace %v, pid namespace %q", ok, q.PIDNSPath)
+	}
+	for _, id := range []string{p.ID, q.ID} {
+		if err := tm.Remove(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if live := tm.f.live(); len(live) != 0 {
+		t.Fatalf("left: %v", live)
+	}
+}
+
 func TestCgroupParentFromKubelet(t *testing.T) {
 	tm := newTestManager(t, nil)
 	ctx := context.Background()

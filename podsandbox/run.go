@@ -286,7 +286,14 @@ func (m *Manager) Run(ctx context.Context, req RunRequest) (_ *Pod, retErr error
 	}
 	m.cfg.Failpoints.Hit(failpoint.PodRunAfterShm)
 
-	pidNS, err := m.cfg.Monitor.StartMonitor(ctx, id, req.SharePID)
+	var pidNS string
+	if um, ok := m.cfg.Monitor.(usernsMonitor); ok && req.SharePID && p.UserNSPath != "" {
+		pidNS, err = um.StartMonitorUserns(ctx, id, req.SharePID, p.UserNSPath)
+	} else if req.SharePID && p.UserNSPath != "" {
+		err = fmt.Errorf("a shared pid namespace in a user namespace: %w", errdefs.ErrNotImplemented)
+	} else {
+		pidNS, err = m.cfg.Monitor.StartMonitor(ctx, id, req.SharePID)
+	}
 	undo.push(func(ctx context.Context) error { return m.cfg.Monitor.StopMonitor(ctx, id) })
 	if err != nil {
 		return nil, fmt.Errorf("start pod monitor: %w", err)

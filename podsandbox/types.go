@@ -73,6 +73,13 @@ type PodMonitor interface {
 	StopMonitor(ctx context.Context, podID string) error
 }
 
+// usernsMonitor is a PodMonitor that can make a pod's shared pid namespace
+// inside the pod's user namespace (pinned at userns), owned by it, as a pod
+// with both needs (runtime.Runtime can).
+type usernsMonitor interface {
+	StartMonitorUserns(ctx context.Context, podID string, sharePID bool, userns string) (pidNSPath string, err error)
+}
+
 // CgroupManager makes the pod's parent cgroup (cgroupmgr implements it).
 type CgroupManager interface {
 	// Create makes the cgroup at path (relative to the cgroup roots, e.g.

@@ -44,7 +44,28 @@ func (r *Runtime) StartMonitor(ctx context.Context, podID string, sharePID bool)
 	return info.PidNSPath, err
 }
 
+// StartMonitorUserns is StartMonitor for a pod with a user namespace, pinned
+// at userns: the pod's shared pid namespace (sharePID) is made inside it and
+// belongs to it, so that the pod's root can join it and mount its proc.
+// Without sharePID, userns changes nothing.
+func (r *Runtime) StartMonitorUserns(ctx context.Context, podID string, sharePID bool, userns string) (pidNSPath string, err error) {
+	if !filepath.IsAbs(userns) {
+		return "", fmt.Errorf("user namespace path %q: %w", userns, errdefs.ErrInvalidArgument)
+	}
+	if !sharePID {
+		userns = ""
+	}
+	info, err := r.startMonitorUserns(ctx, podID, sharePID, userns)
+	return info.PidNSPath, err
+}
+
 func (r *Runtime) startMonitor(ctx context.Context, podID string, sharePID bool) (MonitorInfo, error) {
+	return r.startMonitorUserns(ctx, podID, sharePID, "")
+}
+
+// startMonitorUserns starts the monitor; with userns, its podinit joins that
+// user namespace before it makes the pod's pid namespace.
+func (r *Runtime) startMonitorUserns(ctx context.Context, podID string, sharePID bool, userns string) (MonitorInfo, error) {
 	if err := validID("pod", podID); err != nil {
 		return MonitorInfo{}, err
 	}
@@ -65,6 +86,11 @@ func (r *Runtime) startMonitor(ctx context.Context, podID string, sharePID bool)
 	if info, err := r.ConnectMonitor(ctx, podID); err == nil {
 		if sharePID && info.PidNSPath == "" {
 			return MonitorInfo{}, fmt.Errorf("pod %s: monitor runs without a shared pid namespace: %w", podID, errdefs.ErrAlreadyExists)
+		}
+		if userns != "" {
+			if err := checkOwner(info.PidNSPath, userns); err != nil {
+				return MonitorInfo{}, fmt.Errorf("pod %s: running monitor: %w", podID, err)
+			}
 		}
 		return info, nil
 	}
@@ -90,6 +116,9 @@ func (r *Runtime) startMonitor(ctx context.Context, podID string, sharePID bool)
 	args := []string{"monitor", "--dir", dir, "--shim", shim}
 	if sharePID {
 		args = append(args, "--share-pid")
+	}
+	if userns != "" {
+		args = append(args, "--userns", userns)
 	}
 	bin := r.cfg.MonitorPath
 	if bin == "" {
@@ -127,6 +156,33 @@ func (r *Runtime) startMonitor(ctx context.Context, podID string, sharePID bool)
 		return MonitorInfo{}, fmt.Errorf("pod monitor did not start (see %s): %v", filepath.Join(dir, "monitor.log"), rerr)
 	}
 	return MonitorInfo{Pid: msg.Pid, PidNSPath: msg.PidNS}, nil
+}
+
+// checkOwner fails unless the namespace pinned at ns belongs to the user
+// namespace pinned at userns.
+func checkOwner(ns, userns string) error {
+	f, err := os.Open(ns)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	const nsGetUserns = 0xb701 // NS_GET_USERNS, <linux/nsfs.h>
+	ofd, err := unix.IoctlRetInt(int(f.Fd()), nsGetUserns)
+	if err != nil {
+		return fmt.Errorf("owner of %s: %w", ns, err)
+	}
+	defer unix.Close(ofd)
+	var owner, want unix.Stat_t
+	if err := unix.Fstat(ofd, &owner); err != nil {
+		return err
+	}
+	if err := unix.Stat(userns, &want); err != nil {
+		return err
+	}
+	if owner.Dev != want.Dev || owner.Ino != want.Ino {
+		return fmt.Errorf("namespace %s does not belong to the user namespace %s: %w", ns, userns, errdefs.ErrAlreadyExists)
+	}
+	return nil
 }
 
 // ConnectMonitor finds the running monitor of podID (after a berthd

@@ -6,14 +6,17 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/cgroupmgr"
 	"github.com/berth-dev/berth/errdefs"
 )
 
@@ -402,6 +405,241 @@ func TestUsernsTtyAndSysctl(t *testing.T) {
 			}
 			if got := logLines(t, logPath); strings.Join(got, "|") != "stdout F is-a-tty\r|stdout F 80\r" {
 				t.Errorf("log %q", got)
+			}
+		})
+	}
+}
+
+// usernsSharedPIDPod is usernsPod with a shared pid namespace: as
+// podsandbox does, the user namespace is pinned first and the monitor is
+// started with it, so that the pod's pid namespace belongs to it.
+func usernsSharedPIDPod(t *testing.T, handler string) (*testPod, map[string]string) {
+	t.Helper()
+	needRoot(t)
+	if _, err := os.Stat(testRunc); err != nil && handler != DefaultHandler {
+		t.Skip("no runc (apt-get install runc)")
+	}
+	state := t.TempDir()
+	mgr, err := cgroupmgr.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := mgr.Delete(context.Background(), path.Dir(testCgroup("x"))); err != nil {
+			t.Errorf("cleanup: delete test cgroup parent: %v", err)
+		}
+	})
+	cfg := Config{StateDir: state, ShimPath: testShim, Cgroups: CgroupsFrom(mgr)}
+	if handler != DefaultHandler {
+		cfg.Handlers = map[string]Handler{handler: {Path: testRunc, Root: filepath.Join(state, "runc-root")}}
+	}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	// The container's root must reach its rootfs in the state dir.
+	for d := state; d != "/tmp"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "ns")
+	t.Cleanup(func() { r.UnpinNamespaces(ctx, dir) })
+	paths, err := r.PinNamespacesUserns(ctx, dir, []string{"user", "net", "ipc", "uts"}, "userns-pod", testUserns.UID, testUserns.GID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &testPod{tb: t, r: r, id: "berth-test-pod", state: state}
+	t.Cleanup(func() {
+		for _, id := range p.ids {
+			if err := p.r.Delete(ctx, id); err != nil {
+				t.Errorf("cleanup: Delete %s: %v", id, err)
+			}
+		}
+		if err := p.r.StopMonitor(ctx, p.id); err != nil {
+			t.Errorf("cleanup: StopMonitor: %v", err)
+		}
+	})
+	if paths["pid"], err = r.StartMonitorUserns(ctx, p.id, true, paths["user"]); err != nil {
+		t.Fatal(err)
+	}
+	if p.info, err = r.ConnectMonitor(ctx, p.id); err != nil {
+		t.Fatal(err)
+	}
+	if p.info.PidNSPath != paths["pid"] || paths["pid"] == "" {
+		t.Fatalf("pid namespace %q, monitor says %q", paths["pid"], p.info.PidNSPath)
+	}
+	return p, paths
+}
+
+// nsOwner is the inode of the user namespace that owns the namespace at path.
+func nsOwner(t *testing.T, path string) uint64 {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ofd, err := unix.IoctlRetInt(fd, 0xb701) // NS_GET_USERNS
+	if err != nil {
+		t.Fatalf("%s: NS_GET_USERNS: %v", path, err)
+	}
+	defer unix.Close(ofd)
+	var st unix.Stat_t
+	if err := unix.Fstat(ofd, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// podInitPid finds the host pid of the process that is pid 1 of the pid
+// namespace pinned at pidns.
+func podInitPid(t *testing.T, pidns string) int {
+	t.Helper()
+	var want unix.Stat_t
+	if err := unix.Stat(pidns, &want); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name()+"/ns/pid", &st) != nil || st.Ino != want.Ino {
+			continue
+		}
+		status, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(statusLine(string(status), "NSpid:")); len(f) == 2 && f[1] == "1" {
+			return atoi(t, f[0])
+		}
+	}
+	t.Fatalf("no pid 1 in the pid namespace %s", pidns)
+	return 0
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestUsernsSharedPID: a pod with a user namespace and a shared pid
+// namespace (shareProcessNamespace), on the built-in runtime and on runc.
+// The pid namespace belongs to the pod's user namespace; its pid 1 is the
+// pod init, root inside and the mapped uid outside; two containers see each
+// other's processes through their proc; the pod init dies with the pod; and
+// a new Runtime (berthd restarted) finds the monitor and its pid namespace.
+func TestUsernsSharedPID(t *testing.T) {
+	for _, handler := range []string{DefaultHandler, "runc"} {
+		t.Run("handler="+handler, func(t *testing.T) {
+			p, paths := usernsSharedPIDPod(t, handler)
+			ctx := context.Background()
+			var user unix.Stat_t
+			if err := unix.Stat(paths["user"], &user); err != nil {
+				t.Fatal(err)
+			}
+			if nsOwner(t, paths["pid"]) != user.Ino {
+				t.Fatal("the pod's pid namespace is not owned by its user namespace")
+			}
+			initPid := podInitPid(t, paths["pid"])
+			status, err := os.ReadFile("/proc/" + itoa(initPid) + "/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := strings.Fields(statusLine(string(status), "Uid:")); len(f) == 0 || f[0] != "100000" {
+				t.Errorf("host uid of the pod init: %q, want 100000", f)
+			}
+			var initUser unix.Stat_t
+			if err := unix.Stat("/proc/"+itoa(initPid)+"/ns/user", &initUser); err != nil || initUser.Ino != user.Ino {
+				t.Errorf("the pod init is not in the pod's user namespace (%v)", err)
+			}
+
+			for _, c := range []struct{ id, arg string }{{"a", "1001"}, {"b", "1002"}} {
+				spec := usernsSpec(paths, "sleep", c.arg)
+				spec.Linux.Namespaces[0] = specs.LinuxNamespace{Type: specs.PIDNamespace, Path: paths["pid"]}
+				p.create(c.id, spec, CreateOptions{Handler: handler, CgroupPath: testCgroup(c.id)})
+				if err := p.r.Start(ctx, c.id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := p.r.State(ctx, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, err = os.ReadFile("/proc/" + itoa(st.Pid) + "/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := strings.Fields(statusLine(string(status), "Uid:")); len(f) == 0 || f[0] != "100000" {
+				t.Errorf("host uid of container a: %q, want 100000", f)
+			}
+			if f := strings.Fields(statusLine(string(status), "NSpid:")); len(f) != 2 || f[1] == "1" {
+				t.Errorf("container a's pids (host, pod): %q, want two, and not pid 1 in the pod", f)
+			}
+			script := `exec 2>&1
+busybox id -u
+cat /proc/1/cmdline | tr '\0' ' '; echo
+for d in /proc/[0-9]*; do tr '\0' ' ' < $d/cmdline; echo; done | grep '^sleep ' | sort
+grep '^proc /proc proc' /proc/self/mounts | cut -d' ' -f1-3
+`
+			var out bytes.Buffer
+			code, err := p.r.Exec(ctx, "b", ExecOptions{Process: &specs.Process{Args: []string{"sh", "-c", script}, Env: []string{"PATH=/bin"}, Cwd: "/"}, Stdout: &out})
+			if err != nil || code != 0 {
+				t.Fatalf("exec = %d, %v: %q", code, err, out.String())
+			}
+			got := strings.Split(strings.TrimSpace(out.String()), "\n")
+			for i := range got {
+				got[i] = strings.TrimSpace(got[i])
+			}
+			want := []string{"0", "berth-shim podinit", "sleep 1001", "sleep 1002", "proc /proc proc"}
+			if !slices.Equal(got, want) {
+				t.Errorf("in container b:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+
+			// berthd restarted: a new Runtime finds the monitor, its pid
+			// namespace, and the same pod init.
+			cfg := p.r.cfg
+			r2, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r2.Close()
+			info, err := r2.ConnectMonitor(ctx, p.id)
+			if err != nil || info.PidNSPath != paths["pid"] || info.Pid != p.info.Pid {
+				t.Errorf("ConnectMonitor after a restart: %+v, %v; want %+v", info, err, p.info)
+			}
+			if again, err := r2.StartMonitorUserns(ctx, p.id, true, paths["user"]); err != nil || again != paths["pid"] {
+				t.Errorf("StartMonitorUserns of a running pod: %q, %v", again, err)
+			}
+			if _, err := r2.StartMonitorUserns(ctx, p.id, true, "/proc/self/ns/user"); !errors.Is(err, errdefs.ErrAlreadyExists) {
+				t.Errorf("StartMonitorUserns of a running pod with another user namespace: %v, want AlreadyExists", err)
+			}
+			if got := podInitPid(t, paths["pid"]); got != initPid {
+				t.Errorf("pod init %d, was %d", got, initPid)
+			}
+
+			// The pod init dies with the pod, and takes the containers.
+			pfd, err := unix.PidfdOpen(initPid, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(pfd)
+			if err := p.r.StopMonitor(ctx, p.id); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.PidfdSendSignal(pfd, 0, nil, 0); err != unix.ESRCH {
+				t.Errorf("pod init after StopMonitor: signal 0 = %v, want ESRCH", err)
+			}
+			for _, id := range []string{"a", "b"} {
+				if st, err := p.r.State(ctx, id); err != nil || st.Status != StatusStopped {
+					t.Errorf("container %s after StopMonitor: %+v, %v", id, st, err)
+				}
 			}
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -76,21 +77,112 @@ func TestUsernsPod(t *testing.T) {
 		}
 	}
 
-	shared := podConfig(t, "userns-shared-pid")
-	shared.Linux.SecurityContext.NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD,
-		UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping(1<<20, 0), Gids: mapping(1<<20, 0)}}
-	if id, err := rt.RunPodSandbox(ctx, shared, ""); status.Code(err) != codes.Unimplemented {
-		t.Errorf("user namespace with a shared pid namespace: %v, want Unimplemented", err)
-		if err == nil {
-			rt.StopPodSandbox(ctx, id)
-			rt.RemovePodSandbox(ctx, id)
-		}
-	}
-
 	for i, handler := range []string{"", "runc"} {
 		t.Run("handler="+handler, func(t *testing.T) {
 			testUsernsPod(t, e, handler, uint32(1+i)<<20)
 		})
+		t.Run("shared-pid/handler="+handler, func(t *testing.T) {
+			testUsernsSharedPID(t, e, handler, uint32(3+i)<<20)
+		})
+	}
+}
+
+// testUsernsSharedPID runs a pod with a user namespace and a shared pid
+// namespace (shareProcessNamespace) on handler, with host ids base ..
+// base+65535: its two containers see each other's processes and the pod
+// init as pid 1, are root inside and base outside, and so is the pod init,
+// which goes with the pod.
+func testUsernsSharedPID(t *testing.T, e *podEnv, handler string, base uint32) {
+	ctx := context.Background()
+	rt := e.d.Runtime
+	ids := []*runtimeapi.IDMapping{{HostId: base, ContainerId: 0, Length: 65536}}
+	userns := &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids}
+	podCfg := podConfig(t, "userns-shared-pid")
+	podCfg.Linux.SecurityContext.NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD, UsernsOptions: userns}
+	podID, err := rt.RunPodSandbox(ctx, podCfg, handler)
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	t.Cleanup(func() {
+		if e.d.Runtime == nil {
+			return
+		}
+		if err := e.d.Runtime.StopPodSandbox(context.Background(), podID); err != nil {
+			t.Errorf("cleanup StopPodSandbox: %v", err)
+		}
+		if err := e.d.Runtime.RemovePodSandbox(context.Background(), podID); err != nil {
+			t.Errorf("cleanup RemovePodSandbox: %v", err)
+		}
+	})
+	// As kubelet sends them for a container of such a pod.
+	ctrNS := &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD, UsernsOptions: userns}
+	var ctrs []string
+	for _, c := range []struct{ name, arg string }{{"a", "1001"}, {"b", "1002"}} {
+		cfg := e.containerConfig(c.name, "sleep", c.arg)
+		cfg.Linux.SecurityContext.NamespaceOptions = ctrNS
+		ctrs = append(ctrs, e.startContainer(t, podID, podCfg, cfg))
+	}
+	script := `id -u
+tr '\0' ' ' < /proc/1/cmdline; echo
+for d in /proc/[0-9]*; do tr '\0' ' ' < $d/cmdline; echo; done | grep '^sleep ' | sort
+grep '^proc /proc proc' /proc/self/mounts | cut -d' ' -f1-3
+`
+	got := strings.Split(strings.TrimSpace(e.execOut(t, ctrs[1], "sh", "-c", script)), "\n")
+	for i := range got {
+		got[i] = strings.TrimSpace(got[i])
+	}
+	if want := []string{"0", "berth-shim podinit", "sleep 1001", "sleep 1002", "proc /proc proc"}; !slices.Equal(got, want) {
+		t.Errorf("in container b:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// On the host: container a and the pod init (pid 1 of a's pid
+	// namespace) run as base.
+	pid := containerPid(t, e, ctrs[0])
+	var pidns syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &pidns); err != nil {
+		t.Fatal(err)
+	}
+	initPid := 0
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		var st syscall.Stat_t
+		if syscall.Stat("/proc/"+p.Name()+"/ns/pid", &st) != nil || st.Ino != pidns.Ino {
+			continue
+		}
+		s, err := os.ReadFile("/proc/" + p.Name() + "/status")
+		if f := strings.Fields(statusField(string(s), "NSpid")); err == nil && len(f) == 2 && f[1] == "1" {
+			fmt.Sscan(f[0], &initPid)
+		}
+	}
+	if initPid == 0 {
+		t.Fatal("no pid 1 in the pod's pid namespace")
+	}
+	for _, p := range []int{pid, initPid} {
+		s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := strings.Fields(statusField(string(s), "Uid")); len(f) == 0 || f[0] != fmt.Sprint(base) {
+			t.Errorf("host uid of pid %d: %q, want %d", p, f, base)
+		}
+	}
+
+	// The pod init goes with the pod.
+	pfd, err := unix.PidfdOpen(initPid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pfd)
+	if err := rt.StopPodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.PidfdSendSignal(pfd, 0, nil, 0); err != unix.ESRCH {
+		t.Errorf("pod init after StopPodSandbox: signal 0 = %v, want ESRCH", err)
+	}
+	for _, id := range ctrs {
+		if err := rt.RemoveContainer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

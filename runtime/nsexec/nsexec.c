@@ -7,8 +7,9 @@
 // /proc/<pid>/exe of ours then reaches a memfd it can never write, never the
 // host's berth-shim file.
 //
-// For every other subcommand (and for test binaries) the constructor returns
-// at once.
+// `berth-shim podinit` of a pod with a user namespace starts here too (see
+// init_in_userns). For every other subcommand (and for test binaries) the
+// constructor returns at once.
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -211,7 +212,9 @@ static const char *ns_name(int type) {
 // "REPORTFD,UNSHAREFLAGS,NSFD,NSFD,...": the namespaces to join, the user
 // namespace first. This process joins them, unshares the new ones and forks
 // the container process (pid 1 of a new pid namespace), which returns into
-// Go; this one reports its pid on REPORTFD and exits.
+// Go; this one reports its pid on REPORTFD and exits. `berth-shim podinit`
+// of a pod with a shared pid namespace and a user namespace starts the same
+// way, with spec "REPORTFD,CLONE_NEWPID,USERNSFD".
 static void init_in_userns(const char *spec) {
 	char *end;
 	errno = 0;
@@ -370,6 +373,18 @@ __attribute__((constructor)) static void berth_nsexec(int argc, char **argv, cha
 		return;
 	int is_exec = strcmp(argv[1], "exec") == 0;
 	int is_init = strcmp(argv[1], "init") == 0;
+	const char *userns = getenv("_BERTH_INIT_USERNS");
+	if (strcmp(argv[1], "podinit") == 0 && userns) {
+		// The pod init of a pod with a user namespace: pid 1 of a pid
+		// namespace that the pod's user namespace owns (or its root could
+		// neither join it nor mount its proc). Its containers see it, so
+		// it runs sealed and undumpable like a container's init.
+		ensure_sealed_exe(argv, envp);
+		if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+			die("prctl(PR_SET_DUMPABLE)");
+		init_in_userns(userns);
+		return;
+	}
 	if (!is_exec && !is_init)
 		return;
 	ensure_sealed_exe(argv, envp);
@@ -380,7 +395,6 @@ __attribute__((constructor)) static void berth_nsexec(int argc, char **argv, cha
 		die("prctl(PR_SET_DUMPABLE)");
 	if (is_exec)
 		join_container(argc, argv);
-	const char *userns = getenv("_BERTH_INIT_USERNS");
 	if (is_init && userns)
 		init_in_userns(userns);
 }

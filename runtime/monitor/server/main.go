@@ -46,13 +46,14 @@ func (m *ReadyMessage) appendJSON(b []byte) []byte {
 	return w.b
 }
 
-const usage = "usage: monitor --dir DIR [--share-pid] [--shim PATH]"
+const usage = "usage: monitor --dir DIR [--share-pid [--userns PATH]] [--shim PATH]"
 
 // options are the monitor's command-line flags.
 type options struct {
 	dir      string // pod state directory (socket, pinned pid namespace)
 	sharePID bool   // start a pod init in a new pid namespace for the pod's containers
 	shim     string // berth-shim binary for container init and podinit (default: this binary)
+	userns   string // the pod's user namespace, which owns the shared pid namespace
 }
 
 // parseArgs reads the flags as package flag would (-x or --x, a value as
@@ -81,17 +82,20 @@ func parseArgs(args []string) (options, error) {
 				return o, errors.New("invalid boolean value " + quote(val) + " for -share-pid")
 			}
 			o.sharePID = v
-		case "dir", "shim":
+		case "dir", "shim", "userns":
 			if !hasVal {
 				if len(args) == 0 {
 					return o, errors.New("flag needs an argument: --" + name)
 				}
 				val, args = args[0], args[1:]
 			}
-			if name == "dir" {
+			switch name {
+			case "dir":
 				o.dir = val
-			} else {
+			case "shim":
 				o.shim = val
+			default:
+				o.userns = val
 			}
 		default:
 			return o, errors.New("flag provided but not defined: " + a)
@@ -100,9 +104,10 @@ func parseArgs(args []string) (options, error) {
 	return o, nil
 }
 
-// Main is `berth-shim monitor --dir DIR [--share-pid] [--shim PATH]`. It can
-// also be linked into a binary of its own (cmd/berth-monitor, see
-// runtime.Config.MonitorPath): --shim then names the berth-shim that
+// Main is `berth-shim monitor --dir DIR [--share-pid [--userns PATH]]
+// [--shim PATH]`. It can also be linked into a binary of its own
+// (cmd/berth-monitor, see runtime.Config.MonitorPath): --shim then names the
+// berth-shim that
 // provides init and podinit.
 func Main(args []string) int {
 	o, err := parseArgs(args)
@@ -114,6 +119,10 @@ func Main(args []string) int {
 		logf("--dir must be an absolute path")
 		return 2
 	}
+	if o.userns != "" && (!o.sharePID || !filepath.IsAbs(o.userns)) {
+		logf("--userns must be an absolute path, with --share-pid")
+		return 2
+	}
 	// GC: the runtime's default pacing, plus trims (trim.go). Measured
 	// (BenchmarkMonitorMemory), a lower GOGC made the monitor bigger: each
 	// GC touches runtime metadata (some 250 KiB at the first) that a
@@ -123,7 +132,7 @@ func Main(args []string) int {
 	if _, err := unix.FcntlInt(3, unix.F_GETFD, 0); err != nil {
 		ready = nil
 	}
-	s, err := newServer(o.dir, o.shim, o.sharePID)
+	s, err := newServer(o.dir, o.shim, o.sharePID, o.userns)
 	if err != nil {
 		logf(err.Error())
 		sendReady(ready, &ReadyMessage{Error: err.Error()})

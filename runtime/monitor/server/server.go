@@ -32,10 +32,11 @@ const subWriteTimeout = 5 * time.Second
 var ErrMonitorRunning = errors.New("a monitor already runs for this pod")
 
 type server struct {
-	lock *os.File // flock of dir/monitor.lock, held for life
-	dir  string
-	self string   // this binary, to start init and podinit
-	ln   *os.File // the listening socket
+	lock   *os.File // flock of dir/monitor.lock, held for life
+	dir    string
+	self   string   // this binary, to start init and podinit
+	selfFd int      // the inherited fd that self names (/proc/self/fd/N), or -1
+	ln     *os.File // the listening socket
 	// lnClosed is set before ln is closed, so serve tells the end from
 	// a failed accept.
 	lnClosed atomic.Bool
@@ -78,7 +79,8 @@ type ctr struct {
 	frame []byte // broadcast's scratch, under subMu
 }
 
-func newServer(dir, self string, sharePID bool) (*server, error) {
+func newServer(dir, self string, sharePID bool, userns string) (*server, error) {
+	selfFd := -1
 	if n, ok := strings.CutPrefix(self, "/proc/self/fd/"); ok {
 		// An inherited descriptor of berth-shim (berthd's sealed copy):
 		// keep it from every child but let them exec it by this path,
@@ -88,6 +90,7 @@ func newServer(dir, self string, sharePID bool) (*server, error) {
 			return nil, wrap("--shim "+self, err)
 		}
 		unix.CloseOnExec(fd)
+		selfFd = fd
 	}
 	if self == "" {
 		// The monitor runs on the host, never inside a container, so
@@ -101,6 +104,7 @@ func newServer(dir, self string, sharePID bool) (*server, error) {
 	s := &server{
 		dir:       dir,
 		self:      self,
+		selfFd:    selfFd,
 		ctrs:      map[string]*ctr{},
 		byPid:     map[int]*ctr{},
 		inits:     map[int]chan syscall.WaitStatus{},
@@ -144,7 +148,7 @@ func newServer(dir, self string, sharePID bool) (*server, error) {
 		}
 	}()
 	if sharePID {
-		if err := s.startPodInit(); err != nil {
+		if err := s.startPodInit(userns); err != nil {
 			return nil, err
 		}
 	}
@@ -166,26 +170,71 @@ func newServer(dir, self string, sharePID bool) (*server, error) {
 
 // startPodInit starts `berth-shim podinit` as pid 1 of a new pid namespace
 // and pins that namespace at dir/pidns, so containers can join it by path.
-func (s *server) startPodInit() error {
+// With userns (the path of the pod's user namespace) podinit joins it first
+// and the pid namespace is the user namespace's: its root can join it and
+// mount its proc.
+func (s *server) startPodInit(userns string) error {
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		return err
 	}
 	defer null.Close()
-	s.mu.Lock()
-	pid, err := syscall.ForkExec(s.self, []string{"berth-shim", "podinit"}, &syscall.ProcAttr{
+	attr := &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   os.Environ(),
 		Files: []uintptr{null.Fd(), null.Fd(), null.Fd()},
 		Sys:   &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID},
-	})
-	if err == nil {
+	}
+	var repR, repW *os.File
+	if userns != "" {
+		// A multi-threaded Go process cannot join a user namespace: the
+		// child's nsexec constructor does, unshares the pid namespace and
+		// forks podinit, reports its pid on fd 3 and exits. We, the
+		// subreaper, inherit podinit.
+		ns, err := os.Open(userns)
+		if err != nil {
+			return wrap("open user namespace", err)
+		}
+		defer ns.Close()
+		repR, repW, err = os.Pipe()
+		if err != nil {
+			return err
+		}
+		defer repR.Close()
+		// The child's fds must not take the place of the one that
+		// s.self names: that stays, for the exec.
+		add := func(fd uintptr) string {
+			for len(attr.Files) == s.selfFd {
+				attr.Files = append(attr.Files, uintptr(s.selfFd))
+			}
+			attr.Files = append(attr.Files, fd)
+			return strconv.Itoa(len(attr.Files) - 1)
+		}
+		rep := add(repW.Fd())
+		attr.Env = append(attr.Env, "_BERTH_INIT_USERNS="+rep+","+strconv.Itoa(syscall.CLONE_NEWPID)+","+add(ns.Fd()))
+		attr.Sys = nil
+	}
+	s.mu.Lock()
+	pid, err := syscall.ForkExec(s.self, []string{"berth-shim", "podinit"}, attr)
+	if err == nil && userns == "" {
 		s.podinit = pid
 		s.podDone = make(chan struct{})
+	} else if err == nil {
+		// Until podinit's pid is known, its exit is kept as unclaimed.
+		s.pending++
 	}
 	s.mu.Unlock()
+	if repW != nil {
+		// Ours must go, for EOF if the child dies without a report.
+		repW.Close()
+	}
 	if err != nil {
 		return wrap("start podinit", err)
+	}
+	if userns != "" {
+		if pid, err = s.podInitPid(repR); err != nil {
+			return err
+		}
 	}
 	p := filepath.Join(s.dir, PidNSName)
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY, 0o444)
@@ -199,6 +248,35 @@ func (s *server) startPodInit() error {
 	}
 	s.pidns = p
 	return nil
+}
+
+// podInitPid reads the report of podinit's starter in a user namespace
+// ("pid N" or "error MSG") and makes N the pod init.
+func (s *server) podInitPid(rep *os.File) (int, error) {
+	line, rerr := bufio.NewReader(rep).ReadString('\n')
+	line = strings.TrimSpace(line)
+	pid, perr := strconv.Atoi(strings.TrimPrefix(line, "pid "))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending--
+	ws, died := s.unclaimed[pid]
+	if s.pending == 0 {
+		clear(s.unclaimed)
+	}
+	switch {
+	case strings.HasPrefix(line, "error "):
+		return 0, errors.New("start podinit: " + strings.TrimPrefix(line, "error "))
+	case perr != nil || pid <= 0 || !strings.HasPrefix(line, "pid "):
+		if rerr == nil {
+			rerr = errors.New("bad report " + quote(line))
+		}
+		return 0, wrap("start podinit in the user namespace", rerr)
+	case died:
+		return 0, errors.New("podinit exited at once (status " + strconv.Itoa(int(ws)) + ")")
+	}
+	s.podinit = pid
+	s.podDone = make(chan struct{})
+	return pid, nil
 }
 
 // stopPodInit kills the pod init (and so every process of the pod's pid
