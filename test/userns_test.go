@@ -135,6 +135,21 @@ grep '^proc /proc proc' /proc/self/mounts | cut -d' ' -f1-3
 		t.Errorf("in container b:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
+	// berthd killed and restarted: a container started after it joins the
+	// same pod init's pid namespace, in the pod's user namespace.
+	e.d.Restart(t, true)
+	rt = e.d.Runtime
+	cfg := e.containerConfig("c", "sleep", "1003")
+	cfg.Linux.SecurityContext.NamespaceOptions = ctrNS
+	ctrs = append(ctrs, e.startContainer(t, podID, podCfg, cfg))
+	got = strings.Split(strings.TrimSpace(e.execOut(t, ctrs[2], "sh", "-c", script)), "\n")
+	for i := range got {
+		got[i] = strings.TrimSpace(got[i])
+	}
+	if want := []string{"0", "berth-shim podinit", "sleep 1001", "sleep 1002", "sleep 1003", "proc /proc proc"}; !slices.Equal(got, want) {
+		t.Errorf("in container c, after a restart:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
 	// On the host: container a and the pod init (pid 1 of a's pid
 	// namespace) run as base.
 	pid := containerPid(t, e, ctrs[0])

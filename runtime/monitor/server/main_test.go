@@ -127,3 +127,21 @@ func TestMonitorRefusesSecond(t *testing.T) {
 		t.Fatalf("the first monitor after the second's attempt: %+v", resp)
 	}
 }
+
+// --userns is the user namespace of --share-pid's pod init, by absolute
+// path; anything else is a usage error, before any process starts.
+func TestUsernsFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"--userns", "/proc/self/ns/user"},
+		{"--share-pid", "--userns", "proc/self/ns/user"},
+		{"--share-pid", "--userns"},
+	} {
+		cmd := exec.Command(os.Args[0], append([]string{"--dir", t.TempDir(), "--shim", "/bin/false"}, args...)...)
+		cmd.Env = append(os.Environ(), "BERTH_TEST_MONITOR_MAIN=1")
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("monitor %q: %v, want exit status 2", args, err)
+		}
+	}
+}
