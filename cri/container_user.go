@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"sort"
@@ -24,17 +25,35 @@ type passwdEntry struct {
 	uid, gid uint32
 }
 
+// maxImageFileSize bounds what berthd reads of a file the container owns.
+const maxImageFileSize = 1 << 20
+
 // readImageFile reads a file of the container's rootfs. Resolution is
-// confined to the rootfs (os.OpenInRoot), so a symlinked /etc/passwd in the
-// image cannot make berthd read a host file.
+// confined to the rootfs (os.Root), so a symlinked /etc/passwd in the image
+// cannot make berthd read a host file. A running container can replace the
+// file: only a regular file is read (never a FIFO, which would block
+// berthd, or a device node, which would have berthd read a host device),
+// and only its first MiB.
 func readImageFile(rootfs, name string) ([]string, error) {
-	f, err := os.OpenInRoot(rootfs, name)
+	root, err := os.OpenRoot(rootfs)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	f, err := root.OpenFile(name, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s in the container is not a regular file (%v): %w", name, fi.Mode().Type(), errdefs.ErrInvalidArgument)
+	}
 	var lines []string
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(io.LimitReader(f, maxImageFileSize))
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
 	}
