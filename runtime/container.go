@@ -360,7 +360,8 @@ func (r *Runtime) Wait(ctx context.Context, id string) (State, error) {
 		}
 		if w = r.watching(id); w == nil {
 			// Created, not started yet: wait on the monitor directly.
-			return r.waitMonitor(ctx, id, m)
+			st, _, err := r.waitMonitor(ctx, id, m)
+			return st, err
 		}
 	}
 	select {

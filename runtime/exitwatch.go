@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -52,12 +53,15 @@ func (r *Runtime) watch(id string, m *meta, running State) *exitWatch {
 	go func() {
 		// Owned here until done: the wait lasts as long as the container
 		// runs, not as long as any caller.
-		w.final, w.err = r.waitMonitor(r.exits.ctx, id, m)
+		var fromFile bool
+		w.final, fromFile, w.err = r.waitMonitor(r.exits.ctx, id, m)
 		if w.err != nil && !errdefs.IsNotFound(w.err) && r.exits.ctx.Err() == nil {
 			klog.ErrorS(w.err, "Waiting for a container's exit", "podID", m.PodID, "containerID", id)
 		}
-		if w.err != nil {
-			// Nothing learned: the next State asks the monitor again.
+		if w.err != nil || fromFile {
+			// Nothing learned, or learned from the state file (the
+			// monitor no longer knows the container: it may be being
+			// deleted): the next State asks again.
 			r.forget(id, w)
 		}
 		close(w.done)
@@ -92,27 +96,36 @@ func (w *exitWatch) cachedState() (State, bool) {
 }
 
 // waitMonitor blocks until container id stops (or ctx ends) and returns
-// its state. The monitor answers when the exit is recorded: no polling.
-func (r *Runtime) waitMonitor(ctx context.Context, id string, m *meta) (State, error) {
+// its state, and whether that came from the state file rather than the
+// monitor. The monitor answers when the exit is recorded: no polling.
+func (r *Runtime) waitMonitor(ctx context.Context, id string, m *meta) (State, bool, error) {
 	mon := r.monitor(m.PodID)
-	for {
+	for retry := time.Duration(0); ; retry = min(2*retry+10*time.Millisecond, time.Second) {
 		resp, err := mon.Do(ctx, &monitor.Request{Op: monitor.OpWait, ID: id})
 		if err == nil {
-			return r.toState(ctx, m, resp.State), nil
+			return r.toState(ctx, m, resp.State), false, nil
 		}
 		if ctx.Err() != nil {
-			return State{}, ctx.Err()
+			return State{}, false, ctx.Err()
 		}
 		if errdefs.IsNotFound(err) {
-			return r.stateFromFile(ctx, id, m)
+			st, err := r.stateFromFile(ctx, id, m)
+			return st, true, err
 		}
 		if !errors.Is(err, errdefs.ErrUnavailable) {
-			return State{}, fmt.Errorf("container %s: %w", id, err)
+			return State{}, false, fmt.Errorf("container %s: %w", id, err)
 		}
 		// The connection broke: if the monitor is really gone, the
-		// state file decides; if it answers again, wait again.
+		// state file decides; if it answers again, wait again, a little
+		// later each time in case it keeps dropping the wait.
 		if r.monitorGone(ctx, m.PodID) {
-			return r.stateFromFile(ctx, id, m)
+			st, err := r.stateFromFile(ctx, id, m)
+			return st, true, err
+		}
+		select {
+		case <-time.After(retry):
+		case <-ctx.Done():
+			return State{}, false, ctx.Err()
 		}
 	}
 }
