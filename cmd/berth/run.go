@@ -744,12 +744,17 @@ func isPodUID(s string) bool {
 
 // proxySignal sends sig to container id through berthd's kill extension.
 // A berthd without it can only stop the container (CRI has no call that
-// sends a signal).
+// sends a signal): done for SIGINT and SIGTERM, which ask for an end; other
+// signals are dropped with a warning.
 func (c *cli) proxySignal(rt runtimeapi.RuntimeServiceClient, id string, sig syscall.Signal) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	_, err := c.callExt(ctx, extKillMethod, map[string]any{"containerId": id, "signal": float64(sig)})
 	if isUnimplemented(err) {
+		if sig != syscall.SIGINT && sig != syscall.SIGTERM {
+			fmt.Fprintf(os.Stderr, "berth: %v not passed on: this berthd cannot send signals to containers\n", sig)
+			return
+		}
 		_, err = rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 10})
 	}
 	if err != nil {

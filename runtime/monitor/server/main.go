@@ -156,5 +156,3 @@ func sendReady(f *os.File, m *ReadyMessage) {
 func logf(msg string) {
 	os.Stderr.WriteString("monitor: " + msg + "\n")
 }
-
-var h1gogc = "25"
