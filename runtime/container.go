@@ -72,12 +72,20 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 	// Rollbacks run on a context that the caller's cancel does not stop.
 	cleanCtx := context.WithoutCancel(ctx)
 	var undo []func()
+	// stillMounted is set when an idmapped mount (of the image's layers or
+	// of a host volume) would not go: the bundle is then left for the next
+	// Delete rather than deleted through it.
+	stillMounted := false
 	defer func() {
 		if retErr == nil {
 			return
 		}
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
+		}
+		if stillMounted {
+			klog.ErrorS(nil, "Rollback: idmapped mounts remain in the bundle; it is left for Delete", "podID", podID, "containerID", id, "bundle", bundle)
+			return
 		}
 		os.RemoveAll(bundle)
 	}()
@@ -125,7 +133,12 @@ func (r *Runtime) Create(ctx context.Context, podID, id string, spec *specs.Spec
 		// writes lands on disk as the pod's ids.
 		root := filepath.Join(bundle, idmappedRootfs)
 		err := idmapRootfs(sp.Root.Path, bundle, userns, sp.Linux.UIDMappings[0].HostID, sp.Linux.GIDMappings[0].HostID)
-		undo = append(undo, func() { unmountIdmapped(bundle) })
+		undo = append(undo, func() {
+			if err := unmountIdmapped(bundle); err != nil {
+				klog.ErrorS(err, "Rollback: unmount idmapped mounts", "podID", podID, "containerID", id)
+				stillMounted = true
+			}
+		})
 		if err != nil {
 			return fmt.Errorf("container %s: idmapped rootfs: %w", id, err)
 		}

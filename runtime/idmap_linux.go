@@ -289,20 +289,18 @@ func idmapVolumes(s *specs.Spec, bundle, usernsPath string) error {
 
 // unmountIdmapped undoes idmapRootfs: the rootfs first, then the layers.
 func unmountIdmapped(bundle string) error {
-	if err := unmountAll(filepath.Join(bundle, idmappedRootfs)); err != nil {
-		return err
-	}
+	// Every mount is tried, so one that will not go does not keep the
+	// others (whose removal the caller then skips: see Create).
+	errs := []error{unmountAll(filepath.Join(bundle, idmappedRootfs))}
 	ents, err := os.ReadDir(filepath.Join(bundle, idmapLayers))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return errors.Join(errs...)
 	}
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
 	for _, e := range ents {
-		if err := unmountAll(filepath.Join(bundle, idmapLayers, e.Name())); err != nil {
-			return err
-		}
+		errs = append(errs, unmountAll(filepath.Join(bundle, idmapLayers, e.Name())))
 	}
-	return nil
+	return errors.Join(errs...)
 }
