@@ -244,6 +244,12 @@ func (pr *prepared) execute() error {
 	if err := setUser(p.User); err != nil {
 		return err
 	}
+	// Changing ids resets "dumpable" to fs.suid_dumpable: off again until
+	// execve, so processes of the same uid in the container cannot ptrace
+	// this one while it holds berth's descriptors.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
+	}
 	if pdeath != 0 {
 		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(pdeath), 0, 0, 0); err != nil {
 			return fmt.Errorf("restore parent-death signal: %w", err)

@@ -182,6 +182,11 @@ static void become_userns_root(void) {
 		die("setgroups in the user namespace");
 	if (setresuid(0, 0, 0) < 0)
 		die("setresuid to the user namespace's root");
+	// Changing ids resets "dumpable" to fs.suid_dumpable: set it off
+	// again, or the pod's other processes (same host uid) could ptrace
+	// this one, which holds host fds, until it execs.
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		die("prctl(PR_SET_DUMPABLE)");
 }
 
 static const char *ns_name(int type) {
