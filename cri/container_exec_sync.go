@@ -43,7 +43,7 @@ func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest)
 	if req.GetTimeout() < 0 {
 		return nil, fmt.Errorf("timeout %d is negative: %w", req.GetTimeout(), errdefs.ErrInvalidArgument)
 	}
-	e, err := s.containers.lookup(req.GetContainerId())
+	rec, err := s.containers.record(req.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
@@ -54,8 +54,8 @@ func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest)
 	}
 	stdout := &cappedBuffer{max: maxExecSyncOutput}
 	stderr := &cappedBuffer{max: maxExecSyncOutput}
-	code, err := s.deps.Runtime.Exec(ctx, e.rec.ID, runtime.ExecOptions{
-		Process: execProcess(e.rec, req.GetCmd(), false),
+	code, err := s.deps.Runtime.Exec(ctx, rec.ID, runtime.ExecOptions{
+		Process: execProcess(rec, req.GetCmd(), false),
 		Stdout:  stdout,
 		Stderr:  stderr,
 	})

@@ -15,23 +15,23 @@ import (
 
 // ContainerStatus reports a container's state, times, exit code and reason.
 func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
-	e, err := s.containers.lookup(req.GetContainerId())
+	rec, err := s.containers.record(req.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.containerStatus(ctx, e.rec)
+	st, err := s.containerStatus(ctx, rec)
 	if err != nil {
 		return nil, err
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: st}
 	if req.GetVerbose() {
 		info, err := json.Marshal(map[string]any{
-			"id":          e.rec.ID,
-			"sandboxID":   e.rec.PodID,
-			"pid":         s.pid(ctx, e.rec.ID),
-			"rootfs":      e.rec.Rootfs,
-			"cgroupsPath": e.rec.CgroupPath,
-			"process":     e.rec.Process,
+			"id":          rec.ID,
+			"sandboxID":   rec.PodID,
+			"pid":         s.pid(ctx, rec.ID),
+			"rootfs":      rec.Rootfs,
+			"cgroupsPath": rec.CgroupPath,
+			"process":     rec.Process,
 		})
 		if err != nil {
 			return nil, err

@@ -159,6 +159,19 @@ func (s *containerStore) replace(e *containerEntry, rec *containerRecord) error 
 	return nil
 }
 
+// record finds a container by full ID or unique prefix and returns its
+// record as it is now. Records are replaced, never changed in place, so
+// the caller may read it without the store's lock.
+func (s *containerStore) record(idOrPrefix string) (*containerRecord, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, err := idprefix.Find(s.byID, idOrPrefix, "container")
+	if err != nil {
+		return nil, err
+	}
+	return e.rec, nil
+}
+
 // lookup finds a container by full ID or unique prefix.
 func (s *containerStore) lookup(idOrPrefix string) (*containerEntry, error) {
 	s.mu.Lock()

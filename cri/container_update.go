@@ -49,18 +49,18 @@ func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.
 // ReopenContainerLog makes the monitor reopen the container's log file,
 // after kubelet renamed it for rotation. The container must be running.
 func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	e, err := s.containers.lookup(req.GetContainerId())
+	rec, err := s.containers.record(req.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.deps.Runtime.State(ctx, e.rec.ID)
+	st, err := s.deps.Runtime.State(ctx, rec.ID)
 	if err != nil {
 		return nil, err
 	}
 	if st.Status != runtime.StatusRunning {
-		return nil, fmt.Errorf("container %s is not running: %w", e.rec.ID, errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s is not running: %w", rec.ID, errdefs.ErrFailedPrecondition)
 	}
-	if err := s.deps.Runtime.ReopenLog(ctx, e.rec.ID); err != nil {
+	if err := s.deps.Runtime.ReopenLog(ctx, rec.ID); err != nil {
 		return nil, err
 	}
 	return &runtimeapi.ReopenContainerLogResponse{}, nil

@@ -201,13 +201,13 @@ func (x *Extensions) extExec(ctx context.Context, req *structpb.Struct) (*struct
 	if err != nil {
 		return nil, err
 	}
-	e, err := x.s.containers.lookup(id)
+	rec, err := x.s.containers.record(id)
 	if err != nil {
 		return nil, err
 	}
-	proc := execProcess(e.rec, r.cmd, r.tty)
+	proc := execProcess(rec, r.cmd, r.tty)
 	if r.user != "" {
-		u, err := resolveExecUser(e.rec.Rootfs, r.user)
+		u, err := resolveExecUser(rec.Rootfs, r.user)
 		if err != nil {
 			return nil, err
 		}

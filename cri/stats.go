@@ -18,11 +18,11 @@ type Cgroups interface {
 
 // ContainerStats reports a container's CPU, memory and pid usage.
 func (s *Service) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
-	e, err := s.containers.lookup(req.GetContainerId())
+	rec, err := s.containers.record(req.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeapi.ContainerStatsResponse{Stats: s.containerStats(ctx, e.rec)}, nil
+	return &runtimeapi.ContainerStatsResponse{Stats: s.containerStats(ctx, rec)}, nil
 }
 
 // ListContainerStats reports the stats of the containers filter selects.

@@ -94,18 +94,18 @@ func (s *Service) PortForward(ctx context.Context, req *runtimeapi.PortForwardRe
 }
 
 func (s *Service) runningContainer(ctx context.Context, idOrPrefix string) (string, error) {
-	e, err := s.containers.lookup(idOrPrefix)
+	rec, err := s.containers.record(idOrPrefix)
 	if err != nil {
 		return "", err
 	}
-	st, err := s.deps.Runtime.State(ctx, e.rec.ID)
+	st, err := s.deps.Runtime.State(ctx, rec.ID)
 	if err != nil {
 		return "", err
 	}
 	if st.Status != runtime.StatusRunning {
-		return "", fmt.Errorf("container %s is not running (%s): %w", e.rec.ID, st.Status, errdefs.ErrFailedPrecondition)
+		return "", fmt.Errorf("container %s is not running (%s): %w", rec.ID, st.Status, errdefs.ErrFailedPrecondition)
 	}
-	return e.rec.ID, nil
+	return rec.ID, nil
 }
 
 // StreamRuntime is what the streaming server runs requests on.
@@ -142,11 +142,11 @@ func resizeChan(ctx context.Context, in <-chan remotecommandserver.TerminalSize)
 // Exec runs cmd in the container with the streams; a non-zero exit becomes
 // an ExitError so the client sees the code.
 func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
-	e, err := r.s.containers.lookup(containerID)
+	rec, err := r.s.containers.record(containerID)
 	if err != nil {
 		return err
 	}
-	return r.execStreams(ctx, e.rec.ID, execProcess(e.rec, cmd, tty), in, out, errw, tty, resize)
+	return r.execStreams(ctx, rec.ID, execProcess(rec, cmd, tty), in, out, errw, tty, resize)
 }
 
 // execStreams runs process in container id with the streaming server's
