@@ -218,6 +218,13 @@ func (x *Extensions) extExec(ctx context.Context, req *structpb.Struct) (*struct
 		proc.Cwd = r.workdir
 	}
 	if r.detach {
+		st, err := x.s.deps.Runtime.State(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkStartable(st.Pid, proc); err != nil {
+			return nil, err
+		}
 		// The exec outlives this call and the client: only berthd's end
 		// stops waiting for it.
 		go func() {

@@ -89,6 +89,20 @@ func TestCLIExecUserEnvWorkdirDetach(t *testing.T) {
 	e.waitFor(t, func(s string) bool { return s == "user\n" }, "exec", "ex", "cat", "/tmp/started")
 	e.must(t, "exec", "ex", "touch", "/tmp/go")
 	e.waitFor(t, func(s string) bool { return s == "finished\n" }, "exec", "ex", "cat", "/tmp/finished")
+	// A detached exec that cannot start says so, as docker's does, since
+	// nobody reads its output.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"exec", "-d", "ex", "no-such-program"}, `exec: "no-such-program": executable file not found in $PATH`},
+		{[]string{"exec", "-d", "-w", "/no/such/dir", "ex", "true"}, `chdir to cwd ("/no/such/dir") set in config.json failed`},
+		{[]string{"exec", "-d", "ex", "/etc/passwd"}, "permission denied"},
+	} {
+		if r := e.berth(t, tc.args...); r.code != 126 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("berth %v: exit %d, stderr %q; want 126 and %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
 
 	// With a terminal: -it -u through a pty.
 	cmd, m, term := e.startInPty(t, "exec", "-it", "-u", "user", "-w", "/tmp", "ex", "sh")
