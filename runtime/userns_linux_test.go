@@ -644,3 +644,26 @@ grep '^proc /proc proc' /proc/self/mounts | cut -d' ' -f1-3
 		})
 	}
 }
+
+// In a user namespace the container's device nodes are the host's, bound
+// in (mknod is not allowed there). A device the pod names differently from
+// the host (CRI's container_path) is found on the host by its numbers.
+func TestUsernsRenamedDevice(t *testing.T) {
+	p, paths := usernsPod(t, DefaultHandler)
+	ctx := context.Background()
+	spec := usernsSpec(paths, "sleep", "1000")
+	mode := os.FileMode(0o666)
+	spec.Linux.Devices = append(spec.Linux.Devices, specs.LinuxDevice{Path: "/dev/pod-zero", Type: "c", Major: 1, Minor: 5, FileMode: &mode})
+	p.create("dev", spec, CreateOptions{})
+	if err := p.r.Start(ctx, "dev"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	code, err := p.r.Exec(ctx, "dev", ExecOptions{
+		Process: &specs.Process{Args: []string{"sh", "-c", "ls -l /dev/pod-zero | cut -c1; head -c 3 /dev/pod-zero | wc -c"}, Env: []string{"PATH=/bin"}, Cwd: "/"},
+		Stdout:  &out, Stderr: &out,
+	})
+	if err != nil || code != 0 || strings.Join(strings.Fields(out.String()), " ") != "c 3" {
+		t.Errorf("exec = %d, %v, output %q; want a character device giving 3 bytes", code, err, out.String())
+	}
+}

@@ -215,23 +215,18 @@ func (s *setup) mknod(d device, specDevs []specs.LinuxDevice) error {
 	return nil
 }
 
-// bindDevice binds the host's device node at d.path (the same path) over an
-// empty file at d.path in the rootfs, after checking it is the device asked
-// for.
+// bindDevice binds the host's device node for d over an empty file at
+// d.path in the rootfs. The host node is the one at the same path if it is
+// the device asked for, else one found under the host's /dev by its type
+// and numbers (a device the pod names differently, as CRI's container_path
+// allows).
 func (s *setup) bindDevice(d device) error {
 	p := path.Clean("/" + d.path)
-	src, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	src, err := openHostDevice(p, d)
 	if err != nil {
-		return fmt.Errorf("open host device %s: %w", p, err)
-	}
-	defer unix.Close(src)
-	var st unix.Stat_t
-	if err := unix.Fstat(src, &st); err != nil {
 		return err
 	}
-	if st.Mode&unix.S_IFMT != d.kind || (d.kind != unix.S_IFIFO && st.Rdev != unix.Mkdev(uint32(d.major), uint32(d.minor))) {
-		return fmt.Errorf("host %s is not device %d:%d: %w", p, d.major, d.minor, errdefs.ErrInvalidArgument)
-	}
+	defer unix.Close(src)
 	if err := s.mknodPlaceholder(p); err != nil {
 		return err
 	}
@@ -461,4 +456,56 @@ func (s *setup) writeSysctls() error {
 		}
 	}
 	return nil
+}
+
+// openHostDevice opens (O_PATH) the host's node of device d, looking first
+// at p, then under /dev.
+func openHostDevice(p string, d device) (int, error) {
+	if fd, ok := openIfDevice(p, d); ok {
+		return fd, nil
+	}
+	if d.kind != unix.S_IFIFO {
+		if fd, ok := findHostDevice("/dev", d, 3); ok {
+			return fd, nil
+		}
+	}
+	return -1, fmt.Errorf("no host device node %d:%d (looked at %s and under /dev): %w", d.major, d.minor, p, errdefs.ErrInvalidArgument)
+}
+
+// openIfDevice opens p if it is device d's node.
+func openIfDevice(p string, d device) (int, bool) {
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return -1, false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != d.kind ||
+		(d.kind != unix.S_IFIFO && st.Rdev != unix.Mkdev(uint32(d.major), uint32(d.minor))) {
+		unix.Close(fd)
+		return -1, false
+	}
+	return fd, true
+}
+
+// findHostDevice looks for device d's node in dir and its subdirectories,
+// depth levels down (not following symlinks).
+func findHostDevice(dir string, d device, depth int) (int, bool) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return -1, false
+	}
+	for _, e := range ents {
+		p := path.Join(dir, e.Name())
+		switch {
+		case e.Type()&os.ModeDevice != 0:
+			if fd, ok := openIfDevice(p, d); ok {
+				return fd, true
+			}
+		case e.IsDir() && depth > 1:
+			if fd, ok := findHostDevice(p, d, depth-1); ok {
+				return fd, true
+			}
+		}
+	}
+	return -1, false
 }
