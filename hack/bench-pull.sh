@@ -3,7 +3,7 @@
 # Debian's containerd (ctr pull unpacks into the overlayfs snapshotter), in one
 # run, from the same registry on loopback, each with a fresh root every round.
 #
-#   sudo hack/bench-pull.sh [ROUNDS] [SIZE_MB]
+#   hack/bench-pull.sh (as root) [ROUNDS] [SIZE_MB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}

@@ -31,7 +31,7 @@ func (c *cli) connect(ctx context.Context) (*grpc.ClientConn, error) {
 	probe, err := (&net.Dialer{}).DialContext(ctx, "unix", path)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, &exitError{code: 1, err: fmt.Errorf("cannot connect to berthd at unix://%s. Is berthd running? Start it with: sudo berthd (see the README)", path)}
+			return nil, &exitError{code: 1, err: fmt.Errorf("cannot connect to berthd at unix://%s. Is berthd running? Start it, as root, with: berthd (or hack/start-berthd.sh, see the README)", path)}
 		}
 		return nil, &exitError{code: 1, err: fmt.Errorf("cannot connect to berthd at unix://%s: %w", path, err)}
 	}
