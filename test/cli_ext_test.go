@@ -306,4 +306,33 @@ func TestCLIRunProxiesSignals(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(out.String(), "got-INT\n") {
 		t.Errorf("run after SIGTERM and SIGINT: %v, output %q; want the traps' output and exit 3", err, out.String())
 	}
+
+	// --sig-proxy=false: Ctrl-C ends berth, not the container.
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	cmd = berthCmd(t, e.d, e.logRoot, "run", "--sig-proxy=false", "--name", "noproxy", e.busybox, "sh", "-c",
+		`trap 'echo got-INT' INT; echo ready; while :; do sleep 0.1; done`)
+	cmd.Stdout, cmd.Stderr = w2, w2
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w2.Close()
+	out = newPtyReader(r2)
+	out.waitFor(t, regexp.MustCompile(`ready\n`))
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitCmd(t, cmd); err == nil {
+		t.Errorf("berth run --sig-proxy=false ended by SIGINT exited 0")
+	}
+	if ps := e.must(t, "ps", "--filter", "name=noproxy", "--format", "{{.Status}}"); !strings.HasPrefix(ps, "Up ") {
+		t.Errorf("the container after berth got SIGINT: %q, want it running", ps)
+	}
+	if logs := e.must(t, "logs", "noproxy"); strings.Contains(logs, "got-INT") {
+		t.Errorf("the container got the SIGINT without the signal proxy: %q", logs)
+	}
+	e.must(t, "rm", "-f", "noproxy")
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func newAttachCommand(c *cli) *cobra.Command {
-	var noStdin bool
+	var noStdin, sigProxy bool
 	var detachKeys string
 	cmd := &cobra.Command{
 		Use:   "attach [OPTIONS] CONTAINER",
@@ -32,7 +32,7 @@ func newAttachCommand(c *cli) *cobra.Command {
 			}
 			// Output from now on: what the container wrote before is
 			// for logs, as with docker.
-			o := &runOptions{detachKeys: detachKeys, logOffset: logSize(ct.status.GetLogPath())}
+			o := &runOptions{detachKeys: detachKeys, sigProxy: sigProxy, logOffset: logSize(ct.status.GetLogPath())}
 			if s := ct.anno(annoConfig); s != "" {
 				var cc runtimeapi.ContainerConfig
 				if protojson.Unmarshal([]byte(s), &cc) == nil {
@@ -49,6 +49,7 @@ func newAttachCommand(c *cli) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&noStdin, "no-stdin", false, "Do not attach STDIN")
 	cmd.Flags().StringVar(&detachKeys, "detach-keys", "ctrl-p,ctrl-q", "Override the key sequence for detaching a container")
+	cmd.Flags().BoolVar(&sigProxy, "sig-proxy", true, "Proxy all received signals to the process")
 	return cmd
 }
 

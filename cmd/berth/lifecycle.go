@@ -127,7 +127,7 @@ func newStartCommand(c *cli) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				o := &runOptions{interactive: interactive, detachKeys: detachKeys, logOffset: offset}
+				o := &runOptions{interactive: interactive, detachKeys: detachKeys, sigProxy: true, logOffset: offset}
 				if s := ct.anno(annoConfig); s != "" {
 					var cc runtimeapi.ContainerConfig
 					if protojson.Unmarshal([]byte(s), &cc) == nil {

@@ -46,6 +46,7 @@ type runOptions struct {
 	init        bool
 	labels      []string
 	detachKeys  string
+	sigProxy    bool  // pass signals on to a container without a tty
 	entrypointS bool  // --entrypoint was given (possibly empty)
 	logOffset   int64 // where the attached output starts in the log file
 }
@@ -75,6 +76,7 @@ func addRunFlags(fs *pflag.FlagSet, o *runOptions) {
 	fs.BoolVar(&o.init, "init", false, "Run an init inside the container that forwards signals and reaps processes")
 	fs.StringArrayVarP(&o.labels, "label", "l", nil, "Set meta data on a container")
 	fs.StringVar(&o.detachKeys, "detach-keys", "ctrl-p,ctrl-q", "Override the key sequence for detaching a container")
+	fs.BoolVar(&o.sigProxy, "sig-proxy", true, "Proxy received signals to the process (non-TTY mode only)")
 }
 
 func newRunCommand(c *cli) *cobra.Command {
@@ -541,7 +543,8 @@ func exitFromStatus(st *runtimeapi.ContainerStatus) error {
 // start is set), waits for it to exit and returns its final status.
 // detached reports a Ctrl-P Ctrl-Q detach.
 func (c *cli) attachAndWait(ctx context.Context, rt runtimeapi.RuntimeServiceClient, id string, o *runOptions, start bool) (*runtimeapi.ContainerStatus, bool, error) {
-	if !o.tty {
+	proxy := !o.tty && o.sigProxy
+	if proxy {
 		// A SIGTERM ends the CLI's context; here it goes to the
 		// container instead (see the signal proxy below), and berth
 		// ends when the container does.
@@ -572,8 +575,8 @@ func (c *cli) attachAndWait(ctx context.Context, rt runtimeapi.RuntimeServiceCli
 	// Without a tty, signals the CLI gets are passed on to the container,
 	// as docker's signal proxy does: Ctrl-C sends it SIGINT (which a pid 1
 	// without a handler ignores, as under docker). With a tty Ctrl-C is a
-	// byte typed into the pty.
-	if !o.tty {
+	// byte typed into the pty. With --sig-proxy=false they end berth.
+	if proxy {
 		sigs := make(chan os.Signal, 1)
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 		defer signal.Stop(sigs)
