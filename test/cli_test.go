@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -645,6 +646,39 @@ func TestCLICpStaysInTheContainer(t *testing.T) {
 	e.must(t, "cp", "cp:/abs", work)
 	if l, err := os.Readlink(filepath.Join(work, "abs")); err != nil || l != hostSecret {
 		t.Errorf("cp of a link: %q %v", l, err)
+	}
+	// "-": a tar archive on stdout, and one from stdin into a directory;
+	// an archive entry through the planted link is refused.
+	out := e.must(t, "cp", "cp:/tmp/in", "-")
+	tr := tar.NewReader(strings.NewReader(out))
+	if hdr, err := tr.Next(); err != nil || hdr.Name != "in" {
+		t.Errorf("cp to -: first entry %+v, %v", hdr, err)
+	} else if b, _ := io.ReadAll(tr); string(b) != "inside\n" {
+		t.Errorf("cp to -: %q", b)
+	}
+	tarOf := func(name, body string) []byte {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
+		tw.Write([]byte(body))
+		tw.Close()
+		return b.Bytes()
+	}
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{{"from-tar", true}, {"abs/pwned", false}, {"rel/pwned", false}} {
+		cmd := berthCmd(t, e.d, e.logRoot, "cp", "-", "cp:/")
+		cmd.Stdin = bytes.NewReader(tarOf(tc.name, "tarred\n"))
+		if err := cmd.Run(); (err == nil) != tc.ok {
+			t.Errorf("cp - of %s: %v, want success %v", tc.name, err, tc.ok)
+		}
+	}
+	if out := e.must(t, "exec", "cp", "cat", "/from-tar"); out != "tarred\n" {
+		t.Errorf("cp from -: %q", out)
+	}
+	if _, err := os.Stat(filepath.Join(hostSecret, "pwned")); err == nil {
+		t.Fatal("cp - wrote through a link onto the host")
 	}
 	e.must(t, "rm", "-f", "cp")
 }

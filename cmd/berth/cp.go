@@ -301,7 +301,7 @@ func containerRoot(ctx context.Context, rt runtimeapi.RuntimeServiceClient, ct *
 
 func newCpCommand(c *cli) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "cp CONTAINER:SRC_PATH DEST_PATH\n  berth cp SRC_PATH CONTAINER:DEST_PATH",
+		Use:   "cp CONTAINER:SRC_PATH DEST_PATH|-\n  berth cp SRC_PATH|- CONTAINER:DEST_PATH",
 		Short: "Copy files/folders between a container and the local filesystem",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -313,8 +313,8 @@ func newCpCommand(c *cli) *cobra.Command {
 				return invalid("must specify at least one container source")
 			case sc != "" && dc != "":
 				return invalid("copying between containers is not supported")
-			case sp == "-" || dp == "-":
-				return invalid("berth cp does not stream tar archives through stdin/stdout")
+			case sc != "" && sp == "-", dc != "" && dp == "-":
+				return invalid("a container path cannot be \"-\"")
 			}
 			rt, err := c.runtime(ctx)
 			if err != nil {
@@ -330,8 +330,13 @@ func newCpCommand(c *cli) *cobra.Command {
 				return err
 			}
 			defer root.Close()
-			if sc != "" {
+			switch {
+			case sc != "" && dp == "-":
+				return tarOut(root, sp, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			case sc != "":
 				return copyOut(root, sp, dp, cmd.ErrOrStderr())
+			case sp == "-":
+				return untarIn(cmd.InOrStdin(), root, dp, cmd.ErrOrStderr())
 			}
 			return copyIn(sp, root, dp, cmd.ErrOrStderr())
 		},

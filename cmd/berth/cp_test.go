@@ -1,7 +1,9 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,5 +141,98 @@ func TestCopyOutAndIn(t *testing.T) {
 	// Copying a directory over a file is refused.
 	if err := copyIn(filepath.Dir(src), root, "/etc/hostname", &warn); err == nil {
 		t.Error("directory over a file accepted")
+	}
+}
+
+// cp with "-": a tar of a container path, and a tar extracted into one,
+// round trip; entries that try to leave the container's root are refused
+// or kept inside it, and nothing is written outside.
+func TestCpTarStreams(t *testing.T) {
+	outside := t.TempDir()
+	src, err := os.OpenRoot(fakeRootfs(t, outside))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var archive, warn bytes.Buffer
+	if err := tarOut(src, "/data", &archive, &warn); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]string{}
+	tr := tar.NewReader(bytes.NewReader(archive.Bytes()))
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			break
+		}
+		body, _ := io.ReadAll(tr)
+		names[hdr.Name] = string(body) + hdr.Linkname
+	}
+	want := map[string]string{"data/": "", "data/a": "A", "data/sub/": "", "data/sub/b": "B", "data/rel-in": "../etc/hostname"}
+	if len(names) != len(want) {
+		t.Errorf("archive entries %v, want %v", names, want)
+	}
+	for n, v := range want {
+		if names[n] != v {
+			t.Errorf("entry %s = %q, want %q", n, names[n], v)
+		}
+	}
+
+	dstDir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dstDir, "in"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := os.OpenRoot(dstDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if err := untarIn(bytes.NewReader(archive.Bytes()), dst, "/in", &warn); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dstDir, "in", "data", "sub", "b")); err != nil || string(b) != "B" {
+		t.Errorf("extracted data/sub/b: %q, %v", b, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dstDir, "in", "data", "a")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("extracted data/a: %v, %v", fi, err)
+	}
+	if err := untarIn(bytes.NewReader(archive.Bytes()), dst, "/nodir", &warn); err == nil {
+		t.Error("extracting into a missing directory succeeded")
+	}
+
+	// Hostile archives: a "../" name stays below the destination; writes
+	// through a link to / or up out of the root are refused.
+	for name, entries := range map[string][]tar.Header{
+		"dotdot":        {{Name: "../../../dotdot", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}},
+		"absolute link": {{Name: "esc", Typeflag: tar.TypeSymlink, Linkname: outside}, {Name: "esc/pwned", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}},
+		"relative link": {{Name: "up", Typeflag: tar.TypeSymlink, Linkname: strings.Repeat("../", 12) + strings.TrimPrefix(outside, "/")}, {Name: "up/pwned", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}},
+		"hardlink out":  {{Name: "hl", Typeflag: tar.TypeLink, Linkname: "../../../../../../etc/passwd"}},
+	} {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for _, h := range entries {
+			if err := tw.WriteHeader(&h); err != nil {
+				t.Fatal(err)
+			}
+			if h.Size > 0 {
+				tw.Write([]byte("x"))
+			}
+		}
+		tw.Close()
+		if err := untarIn(&b, dst, "/in", &warn); (name == "dotdot") != (err == nil) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("the archives wrote outside the container: %v", ents)
+	}
+	if _, err := os.Stat(filepath.Join(dstDir, "in", "dotdot")); err != nil {
+		t.Errorf("a ../ entry was not kept below the destination: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dstDir, "in", "hl")); err == nil {
+		t.Error("a hard link to a file outside the destination was made")
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(dstDir), "dotdot")); err == nil {
+		t.Error("a ../ entry was written above the root")
 	}
 }
