@@ -183,6 +183,28 @@ func (c *Cgroup) Freeze() error { return c.setFrozen(true, freezeTimeout) }
 // Thaw resumes the cgroup's processes.
 func (c *Cgroup) Thaw() error { return c.setFrozen(false, freezeTimeout) }
 
+// Frozen tells whether the cgroup is frozen or being frozen (anything but
+// thawed): its processes do not run, and a signal reaches them only once
+// they are thawed. A cgroup without a freezer is never frozen.
+func (c *Cgroup) Frozen() (bool, error) {
+	dir := c.dir(cgroup1.Freezer)
+	if dir == "" {
+		return false, nil
+	}
+	file, thawed := "freezer.state", "THAWED"
+	if c.mgr.mode == ModeV2 {
+		file, thawed = "cgroup.freeze", "0"
+	}
+	data, err := os.ReadFile(filepath.Join(dir, file))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("cgroupmgr: %s: %w", c.path, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return false, fmt.Errorf("cgroupmgr: read freezer state of %s: %w", c.path, err)
+	}
+	return strings.TrimSpace(string(data)) != thawed, nil
+}
+
 func (c *Cgroup) setFrozen(frozen bool, timeout time.Duration) error {
 	var file, want, value string
 	dir := c.dir(cgroup1.Freezer)

@@ -516,11 +516,17 @@ func TestV1FreezeThaw(t *testing.T) {
 	if got := readTrim(t, state); got != "FROZEN" {
 		t.Errorf("freezer.state after Freeze = %s", got)
 	}
+	if frozen, err := c.Frozen(); err != nil || !frozen {
+		t.Errorf("Frozen after Freeze = %v, %v", frozen, err)
+	}
 	if err := c.Thaw(); err != nil {
 		t.Fatalf("Thaw: %v", err)
 	}
 	if got := readTrim(t, state); got != "THAWED" {
 		t.Errorf("freezer.state after Thaw = %s", got)
+	}
+	if frozen, err := c.Frozen(); err != nil || frozen {
+		t.Errorf("Frozen after Thaw = %v, %v", frozen, err)
 	}
 }
 

@@ -205,6 +205,11 @@ func (x *Extensions) extExec(ctx context.Context, req *structpb.Struct) (*struct
 	if err != nil {
 		return nil, err
 	}
+	if p, ok := x.s.deps.Runtime.(pauser); ok {
+		if paused, err := p.Paused(ctx, id); err == nil && paused {
+			return nil, fmt.Errorf("Container %s is paused, unpause the container before exec: %w", id, errdefs.ErrFailedPrecondition)
+		}
+	}
 	proc := execProcess(rec, r.cmd, r.tty)
 	if r.user != "" {
 		u, err := resolveExecUser(rec.Rootfs, r.user)

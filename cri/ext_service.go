@@ -19,13 +19,19 @@ import (
 //	         "tty", "stdin", "detach"} → {"url"} ({} when detached)
 //	Kill    {"containerId", "signal": N} → {}
 //	Rename  {"containerId", "name"} → {}
+//	Pause   {"containerId"} → {}      (the cgroup freezer; CRI has no paused state)
+//	Unpause {"containerId"} → {}
+//	Paused  {} → {"ids": [..]}        (the paused containers)
 //
 // A client finds out whether berthd has the service by calling it: an older
 // berthd answers codes.Unimplemented.
 const (
-	ExtExecMethod   = "/berth.v1.Containers/Exec"
-	ExtKillMethod   = "/berth.v1.Containers/Kill"
-	ExtRenameMethod = "/berth.v1.Containers/Rename"
+	ExtExecMethod    = "/berth.v1.Containers/Exec"
+	ExtKillMethod    = "/berth.v1.Containers/Kill"
+	ExtRenameMethod  = "/berth.v1.Containers/Rename"
+	ExtPauseMethod   = "/berth.v1.Containers/Pause"
+	ExtUnpauseMethod = "/berth.v1.Containers/Unpause"
+	ExtPausedMethod  = "/berth.v1.Containers/Paused"
 )
 
 // Extensions serves berth.v1.Containers. It also stands in front of the
@@ -78,6 +84,9 @@ var extDesc = grpc.ServiceDesc{
 		unaryStruct("Exec", (*Extensions).extExec),
 		unaryStruct("Kill", (*Extensions).extKill),
 		unaryStruct("Rename", (*Extensions).extRename),
+		unaryStruct("Pause", (*Extensions).extPause),
+		unaryStruct("Unpause", (*Extensions).extUnpause),
+		unaryStruct("Paused", (*Extensions).extPaused),
 	},
 }
 

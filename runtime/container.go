@@ -399,11 +399,14 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	}
 	_, err = r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpKill, ID: id, Signal: int(sig)})
 	if errors.Is(err, errdefs.ErrUnavailable) {
-		return r.killOrphan(ctx, id, sig, false)
+		err = r.killOrphan(ctx, id, sig, false)
 	}
 	if err != nil {
 		return fmt.Errorf("kill container %s: %w", id, err)
 	}
+	// A paused container gets the signal once thawed: a stop or kill
+	// unpauses it, as docker's does.
+	r.thawIfPaused(ctx, m, id)
 	return nil
 }
 
@@ -493,6 +496,8 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// The monitor kills the container and waits for it: not while frozen.
+	r.thawIfPaused(ctx, m, id)
 	_, err = r.monitor(m.PodID).Do(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id})
 	r.forget(id, nil)
 	if errors.Is(err, errdefs.ErrUnavailable) {

@@ -61,6 +61,10 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 	if st.Status != monitor.StatusRunning {
 		return -1, fmt.Errorf("exec in container %s: it is %s: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
+	// The exec'd process would join the frozen cgroup and hang there.
+	if paused, err := r.Paused(ctx, id); err == nil && paused {
+		return -1, fmt.Errorf("container %s is paused, unpause the container before exec: %w", id, errdefs.ErrFailedPrecondition)
+	}
 	proc := *opts.Process
 	proc.Terminal = opts.Tty
 	b, err := json.Marshal(&proc)

@@ -73,6 +73,10 @@ type Cgroup interface {
 	Update(res *specs.LinuxResources) error
 	// OOMKillCount is how many processes the kernel OOM-killed in it.
 	OOMKillCount() (uint64, error)
+	// Freeze stops its processes; Thaw resumes them; Frozen tells which.
+	Freeze() error
+	Thaw() error
+	Frozen() (bool, error)
 	// Delete kills what is left in the cgroup and removes it.
 	Delete(ctx context.Context) error
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -335,4 +336,52 @@ func TestCLIRunProxiesSignals(t *testing.T) {
 		t.Errorf("the container got the SIGINT without the signal proxy: %q", logs)
 	}
 	e.must(t, "rm", "-f", "noproxy")
+}
+
+// pause freezes the container's cgroup (as the kernel shows it), ps and
+// inspect say so, exec is refused; unpause resumes it; stop and rm -f end
+// a paused container.
+func TestCLIPauseUnpause(t *testing.T) {
+	e := startCLIEnv(t)
+	e.must(t, "run", "-d", "--name", "frozen", e.busybox, "sh", "-c", "while :; do date +%s%N > /tmp/tick; sleep 0.05; done")
+	cgroup := strings.TrimSpace(e.must(t, "inspect", "-f", "{{.CRI.info.cgroupsPath}}", "frozen"))
+	if cgroup == "" {
+		t.Fatal("inspect shows no cgroup")
+	}
+	state := filepath.Join("/sys/fs/cgroup/freezer", cgroup, "freezer.state")
+	if out := e.must(t, "pause", "frozen"); out != "frozen\n" {
+		t.Errorf("pause printed %q", out)
+	}
+	if b, err := os.ReadFile(state); err != nil || strings.TrimSpace(string(b)) != "FROZEN" {
+		t.Errorf("%s after pause: %q, %v", state, b, err)
+	}
+	if ps := e.must(t, "ps", "--filter", "name=frozen", "--format", "{{.Status}}"); !strings.HasSuffix(strings.TrimSpace(ps), "(Paused)") {
+		t.Errorf("ps status of a paused container: %q", ps)
+	}
+	if out := e.must(t, "inspect", "-f", "{{.State.Paused}} {{.State.Status}}", "frozen"); out != "true paused\n" {
+		t.Errorf("inspect of a paused container: %q", out)
+	}
+	if r := e.berth(t, "exec", "frozen", "true"); r.code == 0 || !strings.Contains(r.stderr, "is paused") {
+		t.Errorf("exec in a paused container: %+v", r)
+	}
+	if r := e.berth(t, "pause", "frozen"); r.code != 1 {
+		t.Errorf("pause of a paused container: %+v", r)
+	}
+	e.must(t, "unpause", "frozen")
+	if b, _ := os.ReadFile(state); strings.TrimSpace(string(b)) != "THAWED" {
+		t.Errorf("%s after unpause: %q", state, b)
+	}
+	if r := e.berth(t, "unpause", "frozen"); r.code != 1 || !strings.Contains(r.stderr, "not paused") {
+		t.Errorf("unpause of a running container: %+v", r)
+	}
+	e.must(t, "exec", "frozen", "true")
+	// A paused container still stops: the stop thaws it.
+	e.must(t, "pause", "frozen")
+	e.must(t, "stop", "-t", "1", "frozen")
+	if ps := e.must(t, "ps", "-a", "--filter", "name=frozen", "--format", "{{.Status}}"); !strings.HasPrefix(ps, "Exited") {
+		t.Errorf("a paused container after stop: %q", ps)
+	}
+	e.must(t, "start", "frozen")
+	e.must(t, "pause", "frozen")
+	e.must(t, "rm", "-f", "frozen")
 }

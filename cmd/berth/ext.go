@@ -11,9 +11,12 @@ import (
 // google.protobuf.Struct in and out, so no generated code. An older berthd
 // answers codes.Unimplemented and the commands fall back to the CRI.
 const (
-	extExecMethod   = "/berth.v1.Containers/Exec"
-	extKillMethod   = "/berth.v1.Containers/Kill"
-	extRenameMethod = "/berth.v1.Containers/Rename"
+	extExecMethod    = "/berth.v1.Containers/Exec"
+	extKillMethod    = "/berth.v1.Containers/Kill"
+	extRenameMethod  = "/berth.v1.Containers/Rename"
+	extPauseMethod   = "/berth.v1.Containers/Pause"
+	extUnpauseMethod = "/berth.v1.Containers/Unpause"
+	extPausedMethod  = "/berth.v1.Containers/Paused"
 )
 
 // callExt calls one of berthd's extension methods.

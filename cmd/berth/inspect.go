@@ -32,7 +32,7 @@ func rfc3339(ns int64) string {
 
 // inspectContainer is docker's container inspect layout, filled from CRI,
 // with the raw CRI status and berthd's verbose info under "CRI".
-func inspectContainer(ctx context.Context, rt runtimeapi.RuntimeServiceClient, ct *container) (map[string]any, error) {
+func inspectContainer(ctx context.Context, rt runtimeapi.RuntimeServiceClient, ct *container, paused bool) (map[string]any, error) {
 	resp, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ct.ID, Verbose: true})
 	if err != nil {
 		return nil, rpcError("ContainerStatus", err)
@@ -81,10 +81,14 @@ func inspectContainer(ctx context.Context, rt runtimeapi.RuntimeServiceClient, c
 	if pid == nil {
 		pid = 0
 	}
+	status := stateString(st.GetState())
+	if paused && st.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
+		status = "paused"
+	}
 	state := map[string]any{
-		"Status":     stateString(st.GetState()),
+		"Status":     status,
 		"Running":    st.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING,
-		"Paused":     false,
+		"Paused":     paused && st.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING,
 		"OOMKilled":  st.GetReason() == "OOMKilled",
 		"Dead":       false,
 		"Pid":        pid,
@@ -163,10 +167,11 @@ func newInspectCommand(c *cli) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			paused := c.pausedIDs(ctx)
 			var out []any
 			var errs []string
 			for _, ref := range args {
-				obj, err := inspectOne(ctx, rt, is, ref, typ)
+				obj, err := inspectOne(ctx, rt, is, ref, typ, paused)
 				if err != nil {
 					errs = append(errs, err.Error())
 					continue
@@ -187,11 +192,11 @@ func newInspectCommand(c *cli) *cobra.Command {
 	return cmd
 }
 
-func inspectOne(ctx context.Context, rt runtimeapi.RuntimeServiceClient, is runtimeapi.ImageServiceClient, ref, typ string) (any, error) {
+func inspectOne(ctx context.Context, rt runtimeapi.RuntimeServiceClient, is runtimeapi.ImageServiceClient, ref, typ string, paused map[string]bool) (any, error) {
 	if typ == "" || typ == "container" {
 		ct, err := lister{rt: rt}.resolve(ctx, ref)
 		if err == nil {
-			return inspectContainer(ctx, rt, ct)
+			return inspectContainer(ctx, rt, ct, paused[ct.ID])
 		}
 		var nsc errNoSuchContainer
 		if !errors.As(err, &nsc) || typ == "container" {

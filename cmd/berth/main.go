@@ -81,7 +81,7 @@ func newRootCommand(c *cli) *cobra.Command {
 	container.AddCommand(newContainerPruneCommand(c), newRunCommand(c), newCreateCommand(c), newPsCommand(c),
 		newStopCommand(c), newStartCommand(c), newRestartCommand(c), newRmCommand(c), newKillCommand(c),
 		newLogsCommand(c), newExecCommand(c), newInspectCommand(c), newStatsCommand(c), newTopCommand(c), newCpCommand(c),
-		newAttachCommand(c), newWaitCommand(c), newRenameCommand(c))
+		newAttachCommand(c), newWaitCommand(c), newRenameCommand(c), newPauseCommand(c, true), newPauseCommand(c, false))
 	image := &cobra.Command{Use: "image", Short: "Manage images"}
 	imageLs := newImagesCommand(c)
 	imageLs.Use, imageLs.Aliases = "ls [OPTIONS] [REPOSITORY[:TAG]]", []string{"list"}
@@ -95,7 +95,7 @@ func newRootCommand(c *cli) *cobra.Command {
 		newRunCommand(c), newCreateCommand(c), newPsCommand(c), newStartCommand(c), newStopCommand(c),
 		newRestartCommand(c), newKillCommand(c), newRmCommand(c), newExecCommand(c), newLogsCommand(c),
 		newInspectCommand(c), newStatsCommand(c), newTopCommand(c), newCpCommand(c),
-		newAttachCommand(c), newWaitCommand(c), newRenameCommand(c),
+		newAttachCommand(c), newWaitCommand(c), newRenameCommand(c), newPauseCommand(c, true), newPauseCommand(c, false),
 		newImagesCommand(c), newPullCommand(c), newRmiCommand(c),
 		container, image, system,
 	)

@@ -121,12 +121,18 @@ func newPsCommand(c *cli) *cobra.Command {
 				return err
 			}
 			now := time.Now()
+			paused := c.pausedIDs(ctx)
 			var rows []any
 			for _, ct := range list {
 				if !f.match(ct) {
 					continue
 				}
-				rows = append(rows, makePsRow(ct, noTrunc, now))
+				row := makePsRow(ct, noTrunc, now)
+				if paused[ct.ID] && ct.status.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
+					row.Status += " (Paused)"
+					row.State = "paused"
+				}
+				rows = append(rows, row)
 			}
 			if latest {
 				last = 1
