@@ -203,16 +203,7 @@ func (s *setup) bindMount(m specs.Mount, o mountOpts) error {
 		return &os.PathError{Op: "open bind source", Path: m.Source, Err: err}
 	}
 	defer unix.Close(src)
-	dir, err := isDirFd(src)
-	if err != nil {
-		return err
-	}
-	var target int
-	if dir {
-		target, err = mkdirAllIn(s.root, m.Destination, 0o755)
-	} else {
-		target, err = mkfileIn(s.root, m.Destination)
-	}
+	target, err := s.mountTargetFor(src, m.Destination)
 	if err != nil {
 		return err
 	}
@@ -231,16 +222,7 @@ func (s *setup) attachBind(m specs.Mount, tree int) error {
 	if len(o.data) > 0 {
 		return fmt.Errorf("bind mount options %v: %w", o.data, errdefs.ErrInvalidArgument)
 	}
-	dir, err := isDirFd(tree)
-	if err != nil {
-		return err
-	}
-	var target int
-	if dir {
-		target, err = mkdirAllIn(s.root, m.Destination, 0o755)
-	} else {
-		target, err = mkfileIn(s.root, m.Destination)
-	}
+	target, err := s.mountTargetFor(tree, m.Destination)
 	if err != nil {
 		return err
 	}
@@ -403,4 +385,17 @@ func matchV1(own map[string]string, superOpts []string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// mountTargetFor makes (or opens) dest in the rootfs as what is mounted
+// there needs: a directory for a directory source, a file for any other.
+func (s *setup) mountTargetFor(src int, dest string) (int, error) {
+	dir, err := isDirFd(src)
+	if err != nil {
+		return -1, err
+	}
+	if dir {
+		return mkdirAllIn(s.root, dest, 0o755)
+	}
+	return mkfileIn(s.root, dest)
 }
