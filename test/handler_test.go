@@ -64,21 +64,7 @@ func TestRuncHandler(t *testing.T) {
 	}
 
 	podCfg := podConfig(t, "runc")
-	podID, err := rt.RunPodSandbox(ctx, podCfg, "runc")
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v", err)
-	}
-	t.Cleanup(func() {
-		if e.d.Runtime == nil {
-			return
-		}
-		if err := e.d.Runtime.StopPodSandbox(context.Background(), podID); err != nil {
-			t.Errorf("cleanup StopPodSandbox: %v", err)
-		}
-		if err := e.d.Runtime.RemovePodSandbox(context.Background(), podID); err != nil {
-			t.Errorf("cleanup RemovePodSandbox: %v", err)
-		}
-	})
+	podID := e.runPodOn(t, podCfg, "runc")
 	if _, err := rt.RunPodSandbox(ctx, podConfig(t, "nohandler"), "no-such-handler"); err == nil {
 		t.Error("RunPodSandbox with an unknown handler succeeded")
 	}

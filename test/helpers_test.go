@@ -124,8 +124,14 @@ func (e *podEnv) containerConfig(name string, cmd ...string) *runtimeapi.Contain
 // runPod runs a pod and removes it when the test ends.
 func (e *podEnv) runPod(t *testing.T, cfg *runtimeapi.PodSandboxConfig) string {
 	t.Helper()
+	return e.runPodOn(t, cfg, "")
+}
+
+// runPodOn is runPod with a runtime handler.
+func (e *podEnv) runPodOn(t *testing.T, cfg *runtimeapi.PodSandboxConfig, handler string) string {
+	t.Helper()
 	ctx := context.Background()
-	id, err := e.d.Runtime.RunPodSandbox(ctx, cfg, "")
+	id, err := e.d.Runtime.RunPodSandbox(ctx, cfg, handler)
 	if err != nil {
 		t.Fatalf("RunPodSandbox: %v", err)
 	}

@@ -99,21 +99,7 @@ func testUsernsSharedPID(t *testing.T, e *podEnv, handler string, base uint32) {
 	userns := &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids}
 	podCfg := podConfig(t, "userns-shared-pid")
 	podCfg.Linux.SecurityContext.NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD, UsernsOptions: userns}
-	podID, err := rt.RunPodSandbox(ctx, podCfg, handler)
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v", err)
-	}
-	t.Cleanup(func() {
-		if e.d.Runtime == nil {
-			return
-		}
-		if err := e.d.Runtime.StopPodSandbox(context.Background(), podID); err != nil {
-			t.Errorf("cleanup StopPodSandbox: %v", err)
-		}
-		if err := e.d.Runtime.RemovePodSandbox(context.Background(), podID); err != nil {
-			t.Errorf("cleanup RemovePodSandbox: %v", err)
-		}
-	})
+	podID := e.runPodOn(t, podCfg, handler)
 	// As kubelet sends them for a container of such a pod.
 	ctrNS := &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD, UsernsOptions: userns}
 	var ctrs []string
@@ -210,21 +196,7 @@ func testUsernsPod(t *testing.T, e *podEnv, handler string, base uint32) {
 	podCfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{
 		Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids,
 	}
-	podID, err := rt.RunPodSandbox(ctx, podCfg, handler)
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v", err)
-	}
-	t.Cleanup(func() {
-		if e.d.Runtime == nil {
-			return
-		}
-		if err := e.d.Runtime.StopPodSandbox(context.Background(), podID); err != nil {
-			t.Errorf("cleanup StopPodSandbox: %v", err)
-		}
-		if err := e.d.Runtime.RemovePodSandbox(context.Background(), podID); err != nil {
-			t.Errorf("cleanup RemovePodSandbox: %v", err)
-		}
-	})
+	podID := e.runPodOn(t, podCfg, handler)
 
 	vol := t.TempDir()
 	if err := os.Chmod(vol, 0o777); err != nil {
