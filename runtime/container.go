@@ -247,9 +247,11 @@ func (r *Runtime) monitorErr(id string, err error) error {
 	return fmt.Errorf("container %s: %w", id, err)
 }
 
-// State returns the container's state. It never reports a container as
-// running after its monitor died. A running container's state comes from
-// its exit watch (see exitWatches), without asking the monitor.
+// State returns the container's state. A running container's state comes
+// from its exit watch (see exitWatches), without asking the monitor. It
+// does not report a container as running once its monitor is known dead:
+// the watch learns of a monitor's death from its broken connection, at
+// once, and StopMonitor drops the pod's watches before it returns.
 func (r *Runtime) State(ctx context.Context, id string) (State, error) {
 	m, err := r.readMeta(id)
 	if err != nil {

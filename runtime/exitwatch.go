@@ -31,6 +31,7 @@ type exitWatches struct {
 
 // exitWatch is the wait on one running container.
 type exitWatch struct {
+	podID   string
 	running State         // as read when the watch began
 	done    chan struct{} // closed once final and err are set
 	final   State
@@ -48,7 +49,7 @@ func (r *Runtime) watch(id string, m *meta, running State) *exitWatch {
 	if r.exits.m == nil {
 		r.exits.m = map[string]*exitWatch{}
 	}
-	w := &exitWatch{running: running, done: make(chan struct{})}
+	w := &exitWatch{podID: m.PodID, running: running, done: make(chan struct{})}
 	r.exits.m[id] = w
 	go func() {
 		// Owned here until done: the wait lasts as long as the container
@@ -82,6 +83,19 @@ func (r *Runtime) forget(id string, w *exitWatch) {
 	defer r.exits.mu.Unlock()
 	if cur, ok := r.exits.m[id]; ok && (w == nil || cur == w) {
 		delete(r.exits.m, id)
+	}
+}
+
+// forgetPod drops the watches on pod podID's containers. StopMonitor calls
+// it once the monitor is gone: the watches learn of that a moment later,
+// and until then would still say running.
+func (r *Runtime) forgetPod(podID string) {
+	r.exits.mu.Lock()
+	defer r.exits.mu.Unlock()
+	for id, w := range r.exits.m {
+		if w.podID == podID {
+			delete(r.exits.m, id)
+		}
 	}
 }
 

@@ -232,6 +232,7 @@ func (r *Runtime) StopMonitor(ctx context.Context, podID string) error {
 	} else if !errors.Is(err, errdefs.ErrUnavailable) {
 		return err
 	}
+	r.forgetPod(podID)
 	// The monitor unpinned its pid namespace; a monitor that died did not.
 	pidns := filepath.Join(dir, monitor.PidNSName)
 	if err := unix.Unmount(pidns, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
