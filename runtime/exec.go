@@ -62,7 +62,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts ExecOptions) (exitCo
 		return -1, fmt.Errorf("exec in container %s: it is %s: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	// The exec'd process would join the frozen cgroup and hang there.
-	if paused, err := r.Paused(ctx, id); err == nil && paused {
+	if paused, err := r.paused(ctx, m, id); err == nil && paused {
 		return -1, fmt.Errorf("container %s is paused, unpause the container before exec: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	proc := *opts.Process

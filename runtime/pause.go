@@ -24,7 +24,14 @@ func (r *Runtime) Pause(ctx context.Context, id string) error {
 	if st.Status != StatusRunning {
 		return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
-	if err := cg.Freeze(); err != nil {
+	err = cg.Freeze()
+	if errors.Is(err, errdefs.ErrDeadlineExceeded) {
+		// A process caught mid-execve (waiting for its other, frozen,
+		// threads to die) holds the freezer in FREEZING; Freeze gave up
+		// and thawed, which lets the execve finish. Once more.
+		err = cg.Freeze()
+	}
+	if err != nil {
 		return fmt.Errorf("pause container %s: %w", id, err)
 	}
 	return nil
@@ -51,7 +58,16 @@ func (r *Runtime) Resume(ctx context.Context, id string) error {
 
 // Paused tells whether the container is paused.
 func (r *Runtime) Paused(ctx context.Context, id string) (bool, error) {
-	cg, err := r.containerCgroup(ctx, id)
+	m, err := r.readMeta(id)
+	if err != nil {
+		return false, err
+	}
+	return r.paused(ctx, m, id)
+}
+
+// paused is Paused for a container whose meta is read.
+func (r *Runtime) paused(ctx context.Context, m *meta, id string) (bool, error) {
+	cg, err := r.metaCgroup(ctx, m, id)
 	if errdefs.IsNotFound(err) || errors.Is(err, errdefs.ErrFailedPrecondition) {
 		return false, nil
 	}
@@ -67,6 +83,11 @@ func (r *Runtime) containerCgroup(ctx context.Context, id string) (Cgroup, error
 	if err != nil {
 		return nil, err
 	}
+	return r.metaCgroup(ctx, m, id)
+}
+
+// metaCgroup loads the cgroup recorded in container id's meta.
+func (r *Runtime) metaCgroup(ctx context.Context, m *meta, id string) (Cgroup, error) {
 	if r.cfg.Cgroups == nil || m.CgroupPath == "" {
 		return nil, fmt.Errorf("container %s has no cgroup to freeze: %w", id, errdefs.ErrFailedPrecondition)
 	}
@@ -76,10 +97,7 @@ func (r *Runtime) containerCgroup(ctx context.Context, id string) (Cgroup, error
 // thawIfPaused thaws a paused container, so that a signal sent to it acts
 // and its processes can exit (the freezer holds even SIGKILL until thawed).
 func (r *Runtime) thawIfPaused(ctx context.Context, m *meta, id string) {
-	if r.cfg.Cgroups == nil || m.CgroupPath == "" {
-		return
-	}
-	cg, err := r.cfg.Cgroups.Load(ctx, m.CgroupPath)
+	cg, err := r.metaCgroup(ctx, m, id)
 	if err != nil {
 		return
 	}

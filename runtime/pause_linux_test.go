@@ -36,6 +36,19 @@ func TestPauseResume(t *testing.T) {
 	if err := p.r.Resume(ctx, "paused"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("Resume of a running container: %v, want FailedPrecondition", err)
 	}
+	// Pause the program, not berth's init on its way to exec it.
+	st, err := p.r.State(ctx, "paused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if comm, _ := os.ReadFile("/proc/" + itoa(st.Pid) + "/comm"); strings.TrimSpace(string(comm)) == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the container never exec'd sleep")
+		}
+	}
 	if err := p.r.Pause(ctx, "paused"); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +78,7 @@ func TestPauseResume(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	st, err := p.r.Wait(wctx, "paused")
+	st, err = p.r.Wait(wctx, "paused")
 	if err != nil || st.Status != StatusStopped || st.Signal != int(syscall.SIGKILL) {
 		t.Errorf("Wait after killing the paused container: %+v, %v", st, err)
 	}

@@ -349,6 +349,8 @@ func TestCLIPauseUnpause(t *testing.T) {
 		t.Fatal("inspect shows no cgroup")
 	}
 	state := filepath.Join("/sys/fs/cgroup/freezer", cgroup, "freezer.state")
+	// The loop runs (its program exec'd) before it is paused.
+	e.waitFor(t, func(s string) bool { return s != "" }, "exec", "frozen", "cat", "/tmp/tick")
 	if out := e.must(t, "pause", "frozen"); out != "frozen\n" {
 		t.Errorf("pause printed %q", out)
 	}
